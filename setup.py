@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="keras-resnet-reference",
+    version="0.1.0",
+    description=(
+        "Every plain and residual network of He et al. 2015 in Keras 3, with a distributed "
+        "TensorFlow trainer, plain-vs-residual comparison and serving export"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_resnet", "keras_resnet.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16,<3",
+        "keras>=3.3,<4",
+        "tensorflow-datasets>=4.9",
+        "tensorboard>=2.16",
+        "absl-py>=1.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+    },
+    license="Apache-2.0",
+)

@@ -54,7 +54,17 @@ class ZeroPadShortcut(layers.Layer):
         return {**super().get_config(), "strides": self.strides, "channels": self.channels}
 
 
-def conv_bn(x, filters, kernel_size, strides, name, bn_epsilon, bn_momentum, activation=True):
+def conv_bn(
+    x,
+    filters,
+    kernel_size,
+    strides,
+    name,
+    bn_epsilon,
+    bn_momentum,
+    bn_synchronized=False,
+    activation=True,
+):
     """Convolution (no bias: BN follows), BN, and optionally ReLU.
 
     A strided k>1 convolution pads explicitly by k//2 on every side, as Caffe and PyTorch do;
@@ -73,7 +83,9 @@ def conv_bn(x, filters, kernel_size, strides, name, bn_epsilon, bn_momentum, act
         kernel_initializer=CONV_INITIALIZER,
         name=name + "_conv",
     )(x)
-    x = layers.BatchNormalization(epsilon=bn_epsilon, momentum=bn_momentum, name=name + "_bn")(x)
+    x = layers.BatchNormalization(
+        epsilon=bn_epsilon, momentum=bn_momentum, synchronized=bn_synchronized, name=name + "_bn"
+    )(x)
     if activation:
         x = layers.Activation("relu", name=name + "_relu")(x)
     return x
@@ -91,6 +103,7 @@ def block(
     stride_position="1x1",
     bn_epsilon=1e-5,
     bn_momentum=0.9,
+    bn_synchronized=False,
 ):
     """One basic or bottleneck block, residual or plain.
 
@@ -107,6 +120,9 @@ def block(
       stride_position: where a bottleneck downsamples: "1x1" on its first 1x1 conv (the paper
         and its Caffe models, "v1"), or "3x3" on the 3x3 conv ("v1.5": torchvision, TF Model
         Garden, NVIDIA). Basic blocks have their stride on the first 3x3 either way.
+      bn_epsilon, bn_momentum: BatchNormalization settings.
+      bn_synchronized: BN statistics over the global batch of all replicas (TensorFlow
+        backend) instead of over each replica's share (the paper's per-GPU BN, the default).
     """
     if shortcut not in SHORTCUT_OPTIONS:
         raise ValueError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {shortcut!r}")
@@ -114,7 +130,7 @@ def block(
         raise ValueError(
             f"stride_position must be one of {STRIDE_POSITIONS}, got {stride_position!r}"
         )
-    bn = dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum)
+    bn = dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, bn_synchronized=bn_synchronized)
     if bottleneck:
         out_channels = 4 * filters
         stride_1x1, stride_3x3 = (strides, 1) if stride_position == "1x1" else (1, strides)

@@ -88,6 +88,7 @@ def resnet(
     stride_position="1x1",
     bn_epsilon=1e-5,
     bn_momentum=0.9,
+    bn_synchronized=False,
     name=None,
 ):
     """Builds any network of the paper: ImageNet depths 18-152 or CIFAR depths 6n+2.
@@ -99,6 +100,7 @@ def resnet(
         choice for the depth: A for 18/34 and the CIFAR nets, B for 50/101/152.
       stride_position: "1x1" (the paper) or "3x3" ("v1.5") for bottleneck nets.
       bn_epsilon, bn_momentum: BatchNormalization settings (Caffe/PyTorch defaults).
+      bn_synchronized: BN statistics over all replicas' batches (TensorFlow backend only).
     """
     if depth in IMAGENET_SPECS:
         family, min_size, default_size, default_classes = "imagenet", 32, 224, 1000
@@ -139,8 +141,9 @@ def resnet(
         stride_position=stride_position,
         bn_epsilon=bn_epsilon,
         bn_momentum=bn_momentum,
+        bn_synchronized=bn_synchronized,
     )
-    bn = dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum)
+    bn = dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, bn_synchronized=bn_synchronized)
     if family == "imagenet":
         bottleneck, repeats = IMAGENET_SPECS[depth]
         stage_filters = IMAGENET_FILTERS
@@ -241,7 +244,8 @@ def _public_builder(depth, residual):
         f"{kind}-{depth} of He et al. 2015: {layout}; {short}. {data}.\n\n"
         "Arguments as keras.applications (include_top, weights, input_tensor, input_shape,\n"
         "pooling, classes, classifier_activation); `options` are the paper's options of\n"
-        "`keras_resnet.models.resnet` (shortcut, stride_position, bn_epsilon, bn_momentum, name)."
+        "`keras_resnet.models.resnet` (shortcut, stride_position, bn_epsilon, bn_momentum,\n"
+        "bn_synchronized, name)."
     )
     return builder
 

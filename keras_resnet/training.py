@@ -1,0 +1,656 @@
+"""The one training loop behind every trainer: a custom loop on `strategy.run`.
+
+Keras 3's `model.fit` fails under MultiWorkerMirroredStrategy in TF 2.21, while a loop that
+calls `strategy.run` inside a `tf.function` works under every strategy; so this loop is the
+same code for one device, all local GPUs, many machines and TPUs.
+
+What it does, in the paper's terms: SGD with momentum 0.9, the loss averaged over the global
+batch, coupled L2 weight decay on conv and dense kernels (0.5 * wd * ||w||^2, as Caffe and
+PyTorch apply 1e-4: Keras's L2 regulariser would be twice as strong), the step schedule
+0.1 x batch/256 (CIFAR: x batch/128) divided by 10 at given epochs. Around it: checkpoints (resumed
+automatically), TensorBoard scalars with the iteration on the x axis, evaluation every epoch
+(top-1 and top-5 error), SIGTERM/SIGINT saving, and a stop on a non-finite loss that keeps
+the last good checkpoint.
+"""
+
+import dataclasses
+import hashlib
+import math
+import os
+import shutil
+import signal
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_resnet import data as data_lib
+from keras_resnet import runs
+from keras_resnet.models import canonical_name
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+SCHEDULES = ("step", "cosine")
+JIT_MODES = ("auto", "on", "off")
+EVAL_MODES = ("center", "ten_crop")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run needs; each field is also a trainer flag of the same name."""
+
+    model_dir: str
+    model: str = "resnet50"
+    model_options: dict = dataclasses.field(default_factory=dict)
+    dataset: str = "demo"
+    data_dir: Optional[str] = None
+    image_size: Optional[int] = None  # None: the dataset's default (224, or 32 for CIFAR)
+    batch_size: int = 256  # global, across all replicas
+    epochs: float = 90.0
+    train_steps: Optional[int] = None  # overrides epochs
+    base_learning_rate: float = 0.1  # at a batch of lr_reference_batch; scaled linearly
+    lr_reference_batch: int = 256  # the paper: 0.1 at 256 on ImageNet, 0.1 at 128 on CIFAR
+    lr_schedule: str = "step"
+    lr_decay_epochs: tuple = (30, 60)
+    lr_decay_steps: Optional[tuple] = None  # overrides lr_decay_epochs
+    lr_decay_factor: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to the peak rate
+    warm_start_learning_rate: Optional[float] = None  # held for warm_start_steps (ResNet-110)
+    warm_start_steps: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    augmentation: str = "paper"
+    lighting: bool = False
+    mixed_precision: str = "float32"
+    jit_compile: str = "auto"
+    steps_per_execution: int = 1
+    eval_every_epochs: int = 1  # 0: no evaluation during training
+    final_eval_mode: str = "center"  # "ten_crop": the paper's 10-crop testing at the end
+    log_every_steps: int = 100
+    keep_checkpoints: int = 3
+    seed: Optional[int] = None
+    deterministic: bool = False
+
+
+def validate(config):
+    """Raises ValueError naming the flag at fault, before anything is built."""
+
+    def fail(flag, message):
+        raise ValueError(f"--{flag}: {message}")
+
+    try:
+        canonical_name(config.model)
+    except ValueError as error:
+        fail("model", str(error))
+    if config.batch_size < 1:
+        fail("batch_size", f"must be positive, got {config.batch_size}")
+    if config.train_steps is None and not config.epochs > 0:
+        fail("epochs", f"must be positive, got {config.epochs}")
+    if config.train_steps is not None and config.train_steps < 1:
+        fail("train_steps", f"must be positive, got {config.train_steps}")
+    if config.lr_schedule not in SCHEDULES:
+        fail("lr_schedule", f"must be one of {SCHEDULES}, got {config.lr_schedule!r}")
+    if config.mixed_precision not in PRECISIONS:
+        fail("mixed_precision", f"must be one of {PRECISIONS}, got {config.mixed_precision!r}")
+    if config.jit_compile not in JIT_MODES:
+        fail("jit_compile", f"must be one of {JIT_MODES}, got {config.jit_compile!r}")
+    if config.final_eval_mode not in EVAL_MODES:
+        fail("final_eval_mode", f"must be one of {EVAL_MODES}, got {config.final_eval_mode!r}")
+    if config.steps_per_execution < 1:
+        fail("steps_per_execution", f"must be positive, got {config.steps_per_execution}")
+    if config.image_size is not None and config.image_size < 8:
+        fail("image_size", f"must be at least 8, got {config.image_size}")
+    if not config.model_dir:
+        fail("model_dir", "is required")
+    if config.base_learning_rate <= 0:
+        fail("base_learning_rate", f"must be positive, got {config.base_learning_rate}")
+
+
+def make_strategy(name, devices=None, cpu_devices=0, tpu=None):
+    """Creates the tf.distribute strategy `name` (one of STRATEGIES).
+
+    cpu_devices > 0 splits the CPU into that many logical devices first (a testing aid that
+    lets `mirrored` run on a machine without GPUs); it must come before TensorFlow touches
+    any device, so call this first thing in a program.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"--strategy: must be one of {STRATEGIES}, got {name!r}")
+    if cpu_devices:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices
+            )
+        except RuntimeError as error:
+            raise RuntimeError(
+                "--cpu_devices must be applied before TensorFlow initialises its devices: "
+                f"{error}"
+            ) from error
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        device = devices[0] if devices else ("/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0")
+        return tf.distribute.OneDeviceStrategy(device)
+    if name == "mirrored":
+        if not devices and cpu_devices and not tf.config.list_physical_devices("GPU"):
+            devices = [f"/cpu:{i}" for i in range(cpu_devices)]
+        return tf.distribute.MirroredStrategy(devices=devices or None)
+    if name == "multi_worker":
+        # The cluster (workers, this task's index) comes from the TF_CONFIG variable.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+@keras.saving.register_keras_serializable(package="keras_resnet")
+class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Step (divide by 10 at boundaries) or cosine decay, with optional warm-up phases.
+
+    Steps below `warm_start_steps` use `warm_start_rate` (the paper's ResNet-110 trick);
+    steps below `warmup_steps` rise linearly to `peak_rate` (Goyal et al.).
+    """
+
+    def __init__(
+        self,
+        peak_rate,
+        total_steps,
+        kind="step",
+        boundaries=(),
+        decay_factor=0.1,
+        warmup_steps=0,
+        warm_start_rate=None,
+        warm_start_steps=0,
+    ):
+        self.peak_rate = float(peak_rate)
+        self.total_steps = int(total_steps)
+        self.kind = kind
+        self.boundaries = tuple(int(b) for b in boundaries)
+        self.decay_factor = float(decay_factor)
+        self.warmup_steps = int(warmup_steps)
+        self.warm_start_rate = None if warm_start_rate is None else float(warm_start_rate)
+        self.warm_start_steps = int(warm_start_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        if self.kind == "step":
+            drops = tf.add_n([tf.cast(step >= b, tf.float32) for b in self.boundaries] or [0.0])
+            rate = self.peak_rate * tf.pow(self.decay_factor, drops)
+        else:
+            span = max(self.total_steps - self.warmup_steps, 1)
+            progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+            rate = 0.5 * self.peak_rate * (1.0 + tf.cos(math.pi * progress))
+        if self.warmup_steps:
+            rate = tf.where(
+                step < self.warmup_steps, self.peak_rate * (step + 1) / self.warmup_steps, rate
+            )
+        if self.warm_start_steps and self.warm_start_rate is not None:
+            rate = tf.where(step < self.warm_start_steps, self.warm_start_rate, rate)
+        return rate
+
+    def get_config(self):
+        return dict(
+            peak_rate=self.peak_rate,
+            total_steps=self.total_steps,
+            kind=self.kind,
+            boundaries=self.boundaries,
+            decay_factor=self.decay_factor,
+            warmup_steps=self.warmup_steps,
+            warm_start_rate=self.warm_start_rate,
+            warm_start_steps=self.warm_start_steps,
+        )
+
+
+def make_schedule(config, steps_per_epoch, total_steps):
+    peak = config.base_learning_rate * config.batch_size / config.lr_reference_batch
+    if config.lr_decay_steps is not None:
+        boundaries = config.lr_decay_steps
+    else:
+        boundaries = [round(epoch * steps_per_epoch) for epoch in config.lr_decay_epochs]
+    return PaperSchedule(
+        peak,
+        total_steps,
+        kind=config.lr_schedule,
+        boundaries=boundaries,
+        decay_factor=config.lr_decay_factor,
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+        warm_start_rate=config.warm_start_learning_rate,
+        warm_start_steps=config.warm_start_steps,
+    )
+
+
+class _Totals:
+    """Sums (loss, top-1 correct, top-5 correct, examples) over replicas and workers.
+
+    The variables are sync-on-read: each replica adds to its own copy with no communication
+    per step, and `read()` reduces them once, across every replica of every worker.
+    """
+
+    NAMES = ("loss", "correct1", "correct5", "count")
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+        self.variables = [
+            tf.Variable(
+                0.0,
+                trainable=False,
+                dtype=tf.float64,
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+                name=name,
+            )
+            for name in self.NAMES
+        ]
+
+    def add(self, loss_sum, correct1, correct5, count):
+        for variable, value in zip(self.variables, (loss_sum, correct1, correct5, count)):
+            variable.assign_add(tf.cast(value, tf.float64))
+
+    @tf.function
+    def _read_and_reset(self):
+        def local():
+            values = [tf.identity(v) for v in self.variables]
+            with tf.control_dependencies(values):
+                resets = [v.assign(tf.zeros_like(v)) for v in self.variables]
+            with tf.control_dependencies(resets):
+                return [tf.identity(v) for v in values]
+
+        per_replica = self.strategy.run(local)
+        return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]
+
+    def read_and_reset(self):
+        """Returns (mean loss, top-1 error, top-5 error, examples) and starts a new interval."""
+        loss, correct1, correct5, count = (float(v) for v in self._read_and_reset())
+        if count == 0:
+            return float("nan"), float("nan"), float("nan"), 0
+        return loss / count, 1 - correct1 / count, 1 - correct5 / count, int(count)
+
+
+def decayed_variables(model):
+    """The variables the paper's weight decay applies to: conv and dense kernels, not BN."""
+    return [v for v in model.trainable_variables if v.path.endswith("kernel")]
+
+
+def weight_decay_loss(variables, weight_decay):
+    """0.5 * wd * sum ||w||^2: its gradient adds wd * w, as Caffe's and PyTorch's decay does."""
+    squares = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+    return 0.5 * weight_decay * squares
+
+
+def weights_sha256(model):
+    """A digest of every weight: equal on all workers of a run that stayed in sync."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.asarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+def _correct(logits_or_probabilities, labels):
+    labels = tf.cast(labels, tf.int32)
+    k = min(5, logits_or_probabilities.shape[-1])
+    top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits_or_probabilities, 1), tf.float32))
+    top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits_or_probabilities, k), tf.float32))
+    return top1, top5
+
+
+class _SignalFlag:
+    """Remembers SIGTERM/SIGINT so the loop can save at the next step boundary."""
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _uses_accelerator(strategy):
+    devices = getattr(strategy.extended, "worker_devices", ()) or ()
+    return any(("GPU" in d.upper() or "TPU" in d.upper()) for d in devices) or bool(
+        tf.config.list_logical_devices("GPU")
+    )
+
+
+def _hparams(config):
+    flat = {}
+    for key, value in dataclasses.asdict(config).items():
+        if key == "model_options":
+            for option, option_value in value.items():
+                flat[f"model_options.{option}"] = str(option_value)
+        elif isinstance(value, (bool, int, float, str)):
+            flat[key] = value
+        else:
+            flat[key] = str(value)
+    return flat
+
+
+def _check_same_run(existing, config):
+    for key in ("model", "model_options", "dataset", "num_classes", "image_size"):
+        if existing.get(key) != config.get(key):
+            raise ValueError(
+                f"--model_dir: {config['model_dir']} holds a run with {key}="
+                f"{existing.get(key)!r}, not {config.get(key)!r}; use a new --model_dir or "
+                "the run's own settings to resume it"
+            )
+
+
+def train(config, strategy=None, log=print):
+    """Trains `config.model` under `strategy`; resumes from `config.model_dir` if it has a run.
+
+    Returns a dict with the final step, train loss and errors, validation errors (where the
+    dataset has a validation split), images/second, and `stopped_by_signal` (the signal
+    number when SIGTERM/SIGINT ended the run early, else None). Raises TrainingDiverged on
+    a non-finite loss, leaving the last good checkpoint in place.
+    """
+    validate(config)
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(
+            f"--batch_size: {config.batch_size} is not divisible by the {replicas} replicas"
+        )
+    info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
+    image_size = config.image_size or info.default_image_size
+    steps_per_epoch = max(1, info.num_train_examples // config.batch_size)
+    total_steps = config.train_steps or max(1, round(config.epochs * steps_per_epoch))
+    is_chief = strategy.extended.should_checkpoint
+    model_name = canonical_name(config.model)
+
+    run_config = dict(
+        model=model_name,
+        model_options=dict(config.model_options),
+        num_classes=info.num_classes,
+        class_names=list(info.class_names),
+        image_size=image_size,
+        mean=list(info.mean),
+        std=list(info.std),
+        dataset=config.dataset,
+        model_dir=config.model_dir,
+        flags=_hparams(config),
+    )
+    run_file = os.path.join(config.model_dir, runs.RUN_FILE)
+    if os.path.exists(run_file):
+        _check_same_run(runs.read_run_config(config.model_dir), run_config)
+    if is_chief:
+        runs.write_run_config(config.model_dir, run_config)
+
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+    jit = config.jit_compile == "on" or (
+        config.jit_compile == "auto" and _uses_accelerator(strategy)
+    )
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config.mixed_precision)
+    try:
+        with strategy.scope():
+            model = runs.build_model(run_config)
+            schedule = make_schedule(config, steps_per_epoch, total_steps)
+            optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
+            if config.mixed_precision == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(model.trainable_variables)
+            global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            train_totals, eval_totals = _Totals(strategy), _Totals(strategy)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, global_step=global_step, epoch=epoch
+    )
+    checkpoint_dir = runs.checkpoint_dir(config.model_dir)
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        log(f"Resumed from {latest} at step {int(global_step.numpy())}")
+    # Every worker takes part in saving; only the chief's files are kept.
+    write_dir = checkpoint_dir if is_chief else os.path.join(
+        config.model_dir, f".worker-{strategy.cluster_resolver.task_id}-checkpoints"
+    )
+    manager = tf.train.CheckpointManager(
+        checkpoint, write_dir, max_to_keep=config.keep_checkpoints, step_counter=global_step
+    )
+    preemption = None
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
+            strategy.cluster_resolver, manager
+        )
+
+    skipped = data_lib.SkipCounter()
+    global_batch = config.batch_size
+
+    def dataset_fn(split, training, eval_mode="center"):
+        def make(input_context):
+            return data_lib.make_dataset(
+                config.dataset,
+                split,
+                data_dir=config.data_dir,
+                batch_size=input_context.get_per_replica_batch_size(global_batch),
+                image_size=image_size,
+                training=training,
+                augmentation=config.augmentation,
+                eval_mode=eval_mode,
+                lighting=config.lighting,
+                input_context=input_context,
+                seed=config.seed,
+                deterministic=config.deterministic,
+                skipped=skipped,
+            )
+
+        return strategy.distribute_datasets_from_function(make)
+
+    kernels = decayed_variables(model)
+    weight_decay = config.weight_decay
+    smoothing = config.label_smoothing
+
+    def replica_train_step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = tf.cast(model(images, training=True), tf.float32)
+            one_hot = tf.one_hot(tf.cast(labels, tf.int32), info.num_classes)
+            per_example = keras.losses.categorical_crossentropy(
+                one_hot, logits, from_logits=True, label_smoothing=smoothing
+            )
+            loss = tf.reduce_sum(per_example) / global_batch
+            if weight_decay:
+                # Gradients are summed over replicas, so each adds its share of the decay.
+                loss += weight_decay_loss(kernels, weight_decay) / replicas
+            scaled = optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        train_totals.add(tf.reduce_sum(per_example), *_correct(logits, labels), tf.size(labels))
+
+    step_fn = tf.function(replica_train_step, jit_compile=True) if jit else replica_train_step
+
+    @tf.function
+    def train_steps(iterator, steps):
+        for _ in tf.range(steps):
+            images, labels = next(iterator)
+            strategy.run(step_fn, args=(images, labels))
+        global_step.assign_add(tf.cast(steps, tf.int64))
+
+    def replica_eval_step(images, labels):
+        if images.shape.rank == 5:  # (batch, crops, H, W, 3): average the crops' softmax
+            crops = tf.shape(images)[1]
+            flat = tf.reshape(images, tf.concat([[-1], tf.shape(images)[2:]], 0))
+            logits = tf.cast(model(flat, training=False), tf.float32)
+            probabilities = tf.nn.softmax(logits)
+            probabilities = tf.reduce_mean(
+                tf.reshape(probabilities, [-1, crops, info.num_classes]), axis=1
+            )
+            picked = tf.gather(probabilities, tf.cast(labels, tf.int32), batch_dims=1)
+            per_example = -tf.math.log(tf.maximum(picked, 1e-12))
+            scores = probabilities
+        else:
+            scores = tf.cast(model(images, training=False), tf.float32)
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                tf.cast(labels, tf.int32), scores
+            )
+        eval_totals.add(tf.reduce_sum(per_example), *_correct(scores, labels), tf.size(labels))
+
+    @tf.function
+    def evaluate_all(dataset):
+        for images, labels in dataset:
+            strategy.run(replica_eval_step, args=(images, labels))
+
+    train_writer = validation_writer = None
+    if strategy.extended.should_save_summary:
+        train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
+        validation_writer = tf.summary.create_file_writer(
+            os.path.join(config.model_dir, "validation")
+        )
+        from tensorboard.plugins.hparams import api as hparams_api
+
+        with train_writer.as_default():
+            hparams_api.hparams(_hparams(config), trial_id=os.path.basename(config.model_dir.rstrip("/")))
+
+    def write_scalars(writer, step, **scalars):
+        if writer is None:
+            return
+        with writer.as_default(step=step):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value)
+        writer.flush()
+
+    def save(step):
+        path = manager.save(checkpoint_number=step)
+        if not is_chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+        return path
+
+    has_validation = info.num_validation_examples > 0
+
+    def evaluate(step, eval_mode="center"):
+        evaluate_all(dataset_fn("validation", training=False, eval_mode=eval_mode))
+        loss, top1, top5, count = eval_totals.read_and_reset()
+        suffix = "" if eval_mode == "center" else f"_{eval_mode}"
+        write_scalars(
+            validation_writer,
+            step,
+            **{f"loss{suffix}": loss, f"top1_error{suffix}": top1, f"top5_error{suffix}": top5},
+        )
+        log(
+            f"validation{suffix} step {step}: loss {loss:.4f}  top-1 error {100 * top1:.2f}%  "
+            f"top-5 error {100 * top5:.2f}%  ({count} images)"
+        )
+        return dict(loss=loss, top1_error=top1, top5_error=top5, examples=count)
+
+    step = int(global_step.numpy())
+    log(
+        f"Training {model_name} on {config.dataset} ({info.num_train_examples} images, "
+        f"{info.num_classes} classes, {image_size}x{image_size}) with {type(strategy).__name__} "
+        f"({replicas} replica{'s' if replicas > 1 else ''}), global batch {global_batch}, "
+        f"{config.mixed_precision}, jit_compile={jit}: steps {step} -> {total_steps} "
+        f"({steps_per_epoch} per epoch)"
+    )
+    iterator = iter(dataset_fn("train", training=True))
+    result = dict(steps=step, stopped_by_signal=None, skipped_images=0)
+    last_log_time, last_log_step = time.time(), step
+    train_metrics = {}
+    with _SignalFlag() as signals:
+        while step < total_steps:
+            next_epoch_end = (step // steps_per_epoch + 1) * steps_per_epoch
+            next_log = (step // config.log_every_steps + 1) * config.log_every_steps
+            chunk = min(config.steps_per_execution, min(next_epoch_end, next_log, total_steps) - step)
+            train_steps(iterator, tf.constant(chunk, tf.int64))
+            step += chunk
+            if preemption is not None:
+                preemption.save_checkpoint_if_preempted()
+
+            epoch_end = step % steps_per_epoch == 0 or step == total_steps
+            if step % config.log_every_steps == 0 or epoch_end or signals.received:
+                loss, top1, top5, count = train_totals.read_and_reset()
+                if count and not math.isfinite(loss):
+                    kept = tf.train.latest_checkpoint(checkpoint_dir)
+                    raise TrainingDiverged(
+                        f"loss became {loss} between steps {last_log_step} and {step}; stopped "
+                        f"without saving. The last good checkpoint is kept: {kept or 'none yet'}. "
+                        "Lower --base_learning_rate or add --warmup_epochs."
+                    )
+                now = time.time()
+                rate = (step - last_log_step) * global_batch / max(now - last_log_time, 1e-9)
+                learning_rate = float(schedule(step - 1))
+                if count:
+                    train_metrics = dict(loss=loss, top1_error=top1, top5_error=top5)
+                    write_scalars(
+                        train_writer,
+                        step,
+                        learning_rate=learning_rate,
+                        images_per_second=rate,
+                        **train_metrics,
+                    )
+                    log(
+                        f"step {step}/{total_steps} epoch {step / steps_per_epoch:.2f}: loss "
+                        f"{loss:.4f}  top-1 error {100 * top1:.2f}%  lr {learning_rate:.4g}  "
+                        f"{rate:.1f} images/s"
+                    )
+                last_log_time, last_log_step = now, step
+                result["images_per_second"] = rate
+
+            if epoch_end:
+                epoch.assign(step // steps_per_epoch)
+                if skipped.value():
+                    log(f"skipped {skipped.value()} unreadable images so far")
+                    write_scalars(train_writer, step, skipped_images=float(skipped.value()))
+                path = save(step)
+                log(f"saved {path}")
+                if (
+                    has_validation
+                    and config.eval_every_epochs
+                    and (step // steps_per_epoch) % config.eval_every_epochs == 0
+                ):
+                    result["validation"] = evaluate(step)
+                    last_log_time = time.time()
+            if signals.received and step < total_steps:
+                if not epoch_end:
+                    path = save(step)
+                name = signal.Signals(signals.received).name
+                log(
+                    f"{name} received: saved checkpoint at step {step}; exiting. Run again "
+                    "with the same --model_dir to resume."
+                )
+                result.update(stopped_by_signal=signals.received)
+                break
+
+    result.update(
+        steps=step,
+        train=train_metrics,
+        skipped_images=skipped.value(),
+        weights_sha256=weights_sha256(model),
+    )
+    if result["stopped_by_signal"] is None and step >= total_steps:
+        if has_validation and "validation" not in result:
+            result["validation"] = evaluate(step)
+        if has_validation and config.final_eval_mode != "center":
+            result[f"validation_{config.final_eval_mode}"] = evaluate(step, config.final_eval_mode)
+        final = result.get("validation") or train_metrics
+        log(
+            f"Finished {model_name}: {step} steps, "
+            + (
+                f"final top-1 error {100 * final['top1_error']:.2f}% "
+                f"(top-5 {100 * final['top5_error']:.2f}%) on "
+                + ("validation" if "validation" in result else "training")
+                if final
+                else "no metrics"
+            )
+        )
+    return result

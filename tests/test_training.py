@@ -1,0 +1,304 @@
+"""The training loop: learning, strategies, resume, signals, divergence, logs, bad flags.
+
+Small models (ResNet-20 at 32x32), few steps. Runs that need a fresh process (logical CPU
+devices, two workers, signals) go through the trainer scripts exactly as a user runs them.
+"""
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_resnet import runs, training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR_TRAINER = os.path.join(REPO, "trainers", "cifar10.py")
+IMAGENET_TRAINER = os.path.join(REPO, "trainers", "imagenet.py")
+
+# A tiny, fast run on the built-in demo data (generated once per session into a cache).
+TINY_FLAGS = [
+    "--dataset=demo",
+    "--model=resnet20",
+    "--image_size=32",
+    "--batch_size=16",
+    "--augmentation=none",
+    "--log_every_steps=5",
+    "--steps_per_execution=5",
+    "--seed=7",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def demo_cache(tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("cache"))
+    os.environ["KERAS_RESNET_CACHE"] = cache
+    return cache
+
+
+def tiny_config(model_dir, **overrides):
+    values = dict(
+        model_dir=str(model_dir),
+        model="resnet20",
+        dataset="demo",
+        image_size=32,
+        batch_size=16,
+        train_steps=20,
+        augmentation="none",
+        log_every_steps=5,
+        steps_per_execution=5,
+        seed=7,
+        lr_decay_epochs=(),
+        eval_every_epochs=0,
+    )
+    values.update(overrides)
+    return training.TrainConfig(**values)
+
+
+def trainer(script, *flags, env=None, **kwargs):
+    return subprocess.run(
+        [sys.executable, script, *flags],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+        **kwargs,
+    )
+
+
+def restored_weights(model_dir):
+    model, _, _ = runs.restore_model(str(model_dir))
+    return [np.asarray(w) for w in model.weights]
+
+
+def scalars(event_dir):
+    values = {}
+    for path in glob.glob(os.path.join(event_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tensor = tf.make_ndarray(value.tensor) if value.HasField("tensor") else value.simple_value
+                values.setdefault(value.tag, []).append((event.step, float(np.asarray(tensor))))
+    return values
+
+
+def test_loop_learns_and_logs_tensorboard_scalars(tmp_path):
+    lines = []
+    result = training.train(
+        tiny_config(tmp_path, train_steps=60, base_learning_rate=0.2, eval_every_epochs=1),
+        log=lines.append,
+    )
+    assert result["steps"] == 60
+    train = scalars(str(tmp_path / "train"))
+    for tag in ("loss", "top1_error", "top5_error", "learning_rate", "images_per_second"):
+        assert tag in train, tag
+    losses = [loss for _, loss in sorted(train["loss"])]
+    assert losses[-1] < losses[0]
+    assert [step for step, _ in sorted(train["loss"])][:2] == [5, 10]
+    validation = scalars(str(tmp_path / "validation"))
+    assert {"loss", "top1_error", "top5_error"} <= set(validation)
+    assert any(line.startswith("Finished resnet20: 60 steps") for line in lines)
+    config = runs.read_run_config(str(tmp_path))
+    assert config["model"] == "resnet20" and len(config["class_names"]) == config["num_classes"]
+    assert tf.train.latest_checkpoint(runs.checkpoint_dir(str(tmp_path))).endswith("ckpt-60")
+
+
+def test_step_schedule_and_warm_start():
+    schedule = training.PaperSchedule(
+        0.1, 100, boundaries=(50, 75), warm_start_rate=0.01, warm_start_steps=10
+    )
+    rates = [float(schedule(s)) for s in (0, 9, 10, 49, 50, 74, 75, 99)]
+    np.testing.assert_allclose(rates, [0.01, 0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+    cosine = training.PaperSchedule(0.1, 100, kind="cosine", warmup_steps=10)
+    assert float(cosine(0)) == pytest.approx(0.01)
+    assert float(cosine(10)) == pytest.approx(0.1)
+    assert float(cosine(100)) == pytest.approx(0.0, abs=1e-7)
+    config = training.TrainConfig(model_dir="x", batch_size=512, lr_decay_epochs=(30, 60))
+    schedule = training.make_schedule(config, steps_per_epoch=10, total_steps=900)
+    assert schedule.peak_rate == pytest.approx(0.2) and schedule.boundaries == (300, 600)
+
+
+def test_weight_decay_is_the_papers_coupled_l2_on_kernels_only():
+    import keras_resnet
+
+    model = keras_resnet.ResNet20(classes=3)
+    decayed = training.decayed_variables(model)
+    assert {v.path.split("/")[-1] for v in decayed} == {"kernel"}
+    assert len(decayed) == 19 + 1  # 19 convolutions and the fully connected layer
+    assert not any("_bn" in v.path for v in decayed)
+    with tf.GradientTape() as tape:
+        loss = training.weight_decay_loss(decayed, 1e-4)
+    expected = 0.5 * 1e-4 * sum(float(np.sum(np.square(v))) for v in decayed)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # Its gradient is wd * w: what SGD's weight_decay=1e-4 means in Caffe and PyTorch.
+    for variable, gradient in zip(decayed, tape.gradient(loss, decayed)):
+        np.testing.assert_allclose(gradient, 1e-4 * np.asarray(variable), rtol=1e-5, atol=1e-12)
+
+
+def test_mixed_bfloat16_trains_on_cpu(tmp_path):
+    result = training.train(tiny_config(tmp_path, mixed_precision="mixed_bfloat16", train_steps=10))
+    assert result["steps"] == 10 and np.isfinite(result["train"]["loss"])
+    # The checkpoint holds float32 weights that a float32 model restores.
+    weights = restored_weights(tmp_path)
+    assert all(w.dtype == np.float32 for w in weights)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    training.train(tiny_config(tmp_path, train_steps=10))
+    good = tf.train.latest_checkpoint(runs.checkpoint_dir(str(tmp_path)))
+    before = restored_weights(tmp_path)
+    with pytest.raises(training.TrainingDiverged, match="loss became (nan|inf)"):
+        training.train(tiny_config(tmp_path, train_steps=40, base_learning_rate=1e30))
+    assert tf.train.latest_checkpoint(runs.checkpoint_dir(str(tmp_path))) == good
+    for a, b in zip(before, restored_weights(tmp_path)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resuming_a_different_model_is_refused(tmp_path):
+    training.train(tiny_config(tmp_path, train_steps=5))
+    with pytest.raises(ValueError, match="--model_dir: .* model='resnet20', not 'resnet32'"):
+        training.train(tiny_config(tmp_path, model="resnet32", train_steps=5))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model=resnet35"], "--model: unknown model 'resnet35'"),
+        (["--batch_size=3", "--strategy=mirrored", "--cpu_devices=2"], "--batch_size: 3 is not divisible"),
+        (["--dataset=folder"], "--data_dir"),
+        (["--dataset=nosuchdata"], "--dataset"),
+        (["--mixed_precision=float8"], "mixed_precision"),
+    ],
+)
+def test_bad_flags_give_one_line_errors(tmp_path, flags, message):
+    proc = trainer(CIFAR_TRAINER, f"--model_dir={tmp_path}/run", "--train_steps=2", *flags)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr[-2000:]
+    assert not os.path.exists(f"{tmp_path}/run/checkpoints")
+
+
+def test_mirrored_on_two_cpu_devices_matches_default(tmp_path):
+    common = [
+        *TINY_FLAGS,
+        "--train_steps=6",
+        "--bn_synchronized",
+        "--deterministic",
+        "--eval_every_epochs=0",
+    ]
+    default = trainer(CIFAR_TRAINER, *common, f"--model_dir={tmp_path}/default")
+    assert default.returncode == 0, default.stderr[-3000:]
+    mirrored = trainer(
+        CIFAR_TRAINER,
+        *common,
+        "--strategy=mirrored",
+        "--cpu_devices=2",
+        f"--model_dir={tmp_path}/mirrored",
+    )
+    assert mirrored.returncode == 0, mirrored.stderr[-3000:]
+    assert "MirroredStrategy (2 replicas)" in mirrored.stdout
+    for a, b in zip(restored_weights(tmp_path / "default"), restored_weights(tmp_path / "mirrored")):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_on_two_local_processes_ends_with_identical_weights(tmp_path):
+    workers = [f"localhost:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    CIFAR_TRAINER,
+                    *TINY_FLAGS,
+                    "--train_steps=6",
+                    "--eval_every_epochs=0",
+                    "--strategy=multi_worker",
+                    f"--model_dir={tmp_path}/run",
+                    f"--result_file={tmp_path}/result-{index}.json",
+                ],
+                env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    results = [json.load(open(f"{tmp_path}/result-{i}.json")) for i in range(2)]
+    assert results[0]["steps"] == results[1]["steps"] == 6
+    assert results[0]["weights_sha256"] == results[1]["weights_sha256"]
+    assert tf.train.latest_checkpoint(f"{tmp_path}/run/checkpoints").endswith("ckpt-6")
+    assert not glob.glob(f"{tmp_path}/run/.worker-*")
+
+
+def start_trainer(model_dir, *flags):
+    return subprocess.Popen(
+        [sys.executable, CIFAR_TRAINER, *TINY_FLAGS, f"--model_dir={model_dir}", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_checkpoint(model_dir, process, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")):
+            return
+        if process.poll() is not None:
+            raise AssertionError(process.stdout.read()[-3000:])
+        time.sleep(0.5)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_killed_run_resumes_and_ends_at_the_same_step(tmp_path):
+    model_dir = str(tmp_path / "run")
+    # The demo has 2,000+ training images: 16 per batch gives >100 steps per epoch; checkpoint
+    # every epoch of a short epoch by limiting --epochs through steps below.
+    flags = ["--train_steps=400", "--eval_every_epochs=0"]
+    process = start_trainer(model_dir, *flags)
+    wait_for_checkpoint(model_dir, process)
+    process.kill()
+    process.wait()
+    saved = int(tf.train.latest_checkpoint(f"{model_dir}/checkpoints").rsplit("-", 1)[1])
+    assert 0 < saved < 400
+    resumed = trainer(CIFAR_TRAINER, *TINY_FLAGS, f"--model_dir={model_dir}", *flags,
+                      f"--result_file={tmp_path}/result.json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resumed from {model_dir}/checkpoints/ckpt-{saved} at step {saved}" in resumed.stdout
+    assert json.load(open(f"{tmp_path}/result.json"))["steps"] == 400
+    assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith("ckpt-400")
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_cleanly(tmp_path):
+    model_dir = str(tmp_path / "run")
+    process = start_trainer(model_dir, "--train_steps=100000", "--eval_every_epochs=0")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("step "):
+            break
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "SIGTERM received: saved checkpoint at step" in output
+    step = int(output.split("saved checkpoint at step ")[1].split(";")[0])
+    assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith(f"ckpt-{step}")

@@ -1,0 +1,41 @@
+"""Trains the CIFAR-10 nets of the paper's section 4.2 (ResNet/Plain 20, 32, 44, 56, 110, 1202).
+
+    python trainers/cifar10.py --model=resnet56 --model_dir=runs/resnet56
+    python trainers/cifar10.py --dataset=cifar10_folder --data_dir=/path/cifar10-jpg ...
+
+Defaults are the paper's recipe: batch 128, learning rate 0.1 divided by 10 at 32k and 48k
+iterations, 64k iterations, weight decay 1e-4, momentum 0.9, a 45k/5k train/validation split,
+4-pixel padding with random 32x32 crops and flips. ResNet-110 starts at 0.01 for 400
+iterations, as the paper does.
+"""
+
+from absl import app, flags
+
+import common
+
+FLAGS = flags.FLAGS
+
+common.define_flags(
+    model="resnet20",
+    dataset="cifar10",
+    batch_size=128,
+    lr_reference_batch=128,
+    train_steps=64000,
+    lr_decay_steps=["32000", "48000"],
+    augmentation="cifar",
+    steps_per_execution=10,
+)
+
+
+def main(argv):
+    if FLAGS.model.lower().replace("-", "") in ("resnet110", "plain110") and not (
+        FLAGS["warm_start_learning_rate"].present
+    ):
+        FLAGS.warm_start_learning_rate = 0.01
+        if not FLAGS["warm_start_steps"].present:
+            FLAGS.warm_start_steps = 400
+    common.run(argv)
+
+
+if __name__ == "__main__":
+    app.run(main)

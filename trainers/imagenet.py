@@ -1,0 +1,49 @@
+"""Trains any ImageNet-family net of the paper (ResNet/Plain 18-152) on one strategy loop.
+
+    python trainers/imagenet.py --strategy=mirrored --dataset=imagenet_tfrecord \
+        --data_dir=/data/imagenet --model=resnet50 --model_dir=runs/resnet50
+
+Defaults follow the paper (section 3.4): SGD, momentum 0.9, weight decay 1e-4, batch 256,
+learning rate 0.1 divided by 10 at epochs 30 and 60, about 60e4 iterations (120 epochs), scale
+augmentation. With no --dataset it trains a ResNet-18 on the built-in demo dataset instead,
+in a few minutes on a laptop CPU.
+"""
+
+from absl import app, flags
+
+import common
+
+FLAGS = flags.FLAGS
+
+common.define_flags(model="resnet50", batch_size=256, epochs=120, lr_decay_epochs=["30", "60"])
+
+# The demo: generated images, small enough to train well above chance in minutes on a CPU.
+DEMO_SETTINGS = dict(
+    model="resnet18",
+    image_size=64,
+    batch_size=64,
+    epochs=4,
+    lr_decay_epochs=["2", "3"],
+    base_learning_rate=0.4,
+    steps_per_execution=10,
+    log_every_steps=20,
+    model_dir="runs/demo-resnet18",
+)
+
+
+def main(argv):
+    if not FLAGS["dataset"].present:
+        for name, value in DEMO_SETTINGS.items():
+            if not FLAGS[name].present:
+                FLAGS[name].value = value
+        print(
+            "No --dataset given: training on the built-in demo dataset (generated shapes, "
+            f"{FLAGS.image_size}x{FLAGS.image_size}) with {FLAGS.model}, {FLAGS.epochs:g} epochs, "
+            f"into {FLAGS.model_dir}. Pass --dataset and --data_dir to train on ImageNet.",
+            flush=True,
+        )
+    common.run(argv)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,43 @@
+"""tf.data input pipelines for the paper's experiments: ImageNet from every common source,
+CIFAR-10, a generated demo set and synthetic data; the paper's augmentation and testing.
+
+    from keras_resnet import data
+    info = data.dataset_info("demo")              # classes, split sizes, mean/std, image size
+    train = data.make_dataset("demo", "train", batch_size=64, training=True)
+    for images, labels in train.take(1): ...     # float32 (64, 64, 64, 3), int32 (64,)
+
+Datasets: "demo", "imagenet_tfrecord", "folder", "cifar10", "cifar10_folder", "synthetic",
+"tfds:<name>" (sources.py says what each reads and how its splits are made).
+"""
+
+from keras_resnet.data.pipeline import SkipCounter, dataset_info, make_dataset
+from keras_resnet.data.preprocessing import (
+    AUGMENTATIONS,
+    EVAL_MODES,
+    MULTI_SCALE_SIDES,
+    multi_scale_sides,
+)
+from keras_resnet.data.sources import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DATASETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetInfo,
+)
+
+__all__ = [
+    "AUGMENTATIONS",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "DATASETS",
+    "EVAL_MODES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MULTI_SCALE_SIDES",
+    "DatasetInfo",
+    "SkipCounter",
+    "dataset_info",
+    "make_dataset",
+    "multi_scale_sides",
+]

@@ -1,0 +1,666 @@
+"""Where the images come from: every source yields (encoded image or file path, label).
+
+A source knows its classes, its split sizes and how to read a split as a tf.data stream of
+undecoded examples, sharded for the calling worker and, for training, shuffled; decoding and
+augmentation are the pipeline's job (preprocessing.py), so every source shares one decode
+path. Sources:
+
+  demo               the built-in generated set (demo.py), ImageNet TFRecord format
+  imagenet_tfrecord  classic ImageNet TFRecord shards (train-*-of-*, validation-*-of-*)
+  folder             data_dir/train/<class>/*.jpg and data_dir/val/ (or validation/, test/)
+  cifar10            tensorflow-datasets cifar10, 45k/5k train/validation split
+  cifar10_folder     CIFAR-10 as JPEG class folders (train/, test/), 45k/5k split of train/
+  synthetic          random tensors (handled by the pipeline; no files)
+  tfds:<name>        any tensorflow-datasets image classification set
+"""
+
+import dataclasses
+import functools
+import hashlib
+import os
+import struct
+import tarfile
+from typing import Optional
+
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+DATASETS = (
+    "demo",
+    "imagenet_tfrecord",
+    "folder",
+    "cifar10",
+    "cifar10_folder",
+    "synthetic",
+    "tfds:<name>",
+)
+
+# Per-channel RGB statistics on the 0..255 scale.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # (0.485, 0.456, 0.406) x 255
+IMAGENET_STD = (58.395, 57.12, 57.375)  # (0.229, 0.224, 0.225) x 255
+# Over the 50,000 CIFAR-10 training images (the usual 0.4914, 0.4822, 0.4465 and
+# 0.2470, 0.2435, 0.2616 times 255; the 45k training part differs in the 3rd decimal).
+CIFAR10_MEAN = (125.307, 122.950, 113.865)
+CIFAR10_STD = (62.993, 62.089, 66.705)
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+CIFAR10_VALIDATION_PER_CLASS = 500  # 10 x 500 = the paper's 5k validation images
+
+# The standard ILSVRC-2012 shard layout (1024 train shards, 128 validation shards), whose
+# sizes are known; other layouts are counted by reading the TFRecord record headers.
+IMAGENET_TRAIN_EXAMPLES = 1_281_167
+IMAGENET_VALIDATION_EXAMPLES = 50_000
+IMAGENET_STANDARD_SHARDS = (1024, 128)
+# Files that name the classes of a TFRecord folder, in label order, one per line.
+CLASS_NAME_FILES = ("labels.txt", "synsets.txt", "imagenet_lsvrc_2015_synsets.txt")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+VALIDATION_FOLDERS = ("val", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a trainer and an exporter need to know about a dataset.
+
+    mean and std are per-channel RGB on the 0..255 scale: pipelines output exactly
+    (decoded_pixels - mean) / std. center_crop_fraction is the share of the shorter side that
+    centre-crop evaluation keeps (224/256 for ImageNet-like sets; 1 for CIFAR, whose images
+    are the crop). default_augmentation is the paper's recipe for this kind of data.
+    """
+
+    name: str
+    num_classes: int
+    class_names: tuple
+    num_train_examples: int
+    num_validation_examples: int
+    default_image_size: int
+    mean: tuple
+    std: tuple
+    center_crop_fraction: float = 0.875
+    default_augmentation: str = "paper"
+    num_test_examples: int = 0
+    data_dir: Optional[str] = None
+
+    def num_examples(self, split):
+        return {
+            "train": self.num_train_examples,
+            "validation": self.num_validation_examples,
+            "test": self.num_test_examples,
+        }[split]
+
+
+def _imagenet_like(name, class_names, num_train, num_validation, data_dir=None, image_size=224,
+                   num_test=0):  # fmt: skip
+    return DatasetInfo(
+        name=name,
+        num_classes=len(class_names),
+        class_names=tuple(class_names),
+        num_train_examples=num_train,
+        num_validation_examples=num_validation,
+        default_image_size=image_size,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        num_test_examples=num_test,
+        data_dir=data_dir,
+    )
+
+
+def _cifar_like(name, class_names, num_train, num_validation, num_test, data_dir=None,
+                image_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD):  # fmt: skip
+    return DatasetInfo(
+        name=name,
+        num_classes=len(class_names),
+        class_names=tuple(class_names),
+        num_train_examples=num_train,
+        num_validation_examples=num_validation,
+        default_image_size=image_size,
+        mean=tuple(mean),
+        std=tuple(std),
+        center_crop_fraction=1.0,
+        default_augmentation="cifar",
+        num_test_examples=num_test,
+        data_dir=data_dir,
+    )
+
+
+def class_placeholder_names(num_classes):
+    return tuple(f"class_{i}" for i in range(num_classes))
+
+
+# ---------------------------------------------------------------------------------------
+# Reading helpers shared by the file-based sources.
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOptions:
+    """How the pipeline wants a split read: training streams are shuffled; input_context
+    (a tf.distribute.InputContext or None) says which share of the data this worker reads."""
+
+    training: bool
+    input_context: Optional[tf.distribute.InputContext] = None
+    seed: Optional[int] = None
+    deterministic: bool = False
+    shuffle_buffer: int = 10_000
+
+    @property
+    def pipelines(self):
+        if self.input_context is None:
+            return 1, 0
+        return self.input_context.num_input_pipelines, self.input_context.input_pipeline_id
+
+
+def _cycle_length():
+    return max(4, min(16, os.cpu_count() or 4))
+
+
+def read_files(files, reader, options):
+    """Interleaves `reader(file)` over `files`: sharded by file when there are enough files
+    for every input pipeline, else by record; file order and records shuffled for training."""
+    num_pipelines, pipeline_id = options.pipelines
+    by_file = num_pipelines > 1 and len(files) >= num_pipelines
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if by_file:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    if options.training and (by_file or num_pipelines == 1):
+        ds = ds.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        reader,
+        cycle_length=min(len(files), _cycle_length()),
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=options.deterministic or not options.training,
+    )
+    if num_pipelines > 1 and not by_file:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    if options.training:
+        ds = ds.shuffle(options.shuffle_buffer, seed=options.seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def read_list(items, options):
+    """A stream over an in-memory list of (path, label): sharded, fully shuffled for training."""
+    num_pipelines, pipeline_id = options.pipelines
+    paths, labels = zip(*items)
+    ds = tf.data.Dataset.from_tensor_slices((list(paths), tf.constant(labels, tf.int32)))
+    if num_pipelines > 1:
+        ds = ds.shard(num_pipelines, pipeline_id)
+    if options.training:
+        ds = ds.shuffle(len(items), seed=options.seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def _cache_root():
+    return os.environ.get("KERAS_RESNET_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "keras_resnet"
+    )
+
+
+def resolve_archive(path):
+    """A .tar/.tar.gz/.tgz data_dir is extracted once into the cache folder (atomically:
+    into a temporary folder, then renamed) and the extracted folder is used instead."""
+    if not path or not path.endswith((".tar", ".tar.gz", ".tgz")) or os.path.isdir(path):
+        return path
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data_dir archive not found: {path}")
+    stat = os.stat(path)
+    key = hashlib.sha1(f"{os.path.abspath(path)}:{stat.st_size}:{int(stat.st_mtime)}".encode())
+    stem = os.path.basename(path).split(".tar")[0].split(".tgz")[0]
+    target = os.path.join(_cache_root(), "extracted", f"{stem}-{key.hexdigest()[:10]}")
+    if not os.path.isdir(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        temporary = f"{target}.tmp-{os.getpid()}"
+        with tarfile.open(path) as archive:
+            archive.extractall(temporary, filter="data")
+        try:
+            os.rename(temporary, target)
+        except OSError:  # another process finished first
+            tf.io.gfile.rmtree(temporary)
+    entries = [e for e in os.listdir(target) if not e.startswith(".")]
+    if len(entries) == 1 and os.path.isdir(os.path.join(target, entries[0])):
+        return os.path.join(target, entries[0])  # archive with one top-level folder
+    return target
+
+
+# ---------------------------------------------------------------------------------------
+# ImageNet TFRecords (and the demo set, which is written in the same format).
+
+TFRECORD_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def _count_records(path):
+    """Counts the records of a TFRecord file from its length headers, without reading data."""
+    count = 0
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while True:
+            header = f.read(12)
+            if not header:
+                return count
+            if len(header) < 12:
+                raise ValueError(f"{path}: truncated TFRecord file")
+            (length,) = struct.unpack("<Q", header[:8])
+            f.seek(length + 4, 1)
+            count += 1
+
+
+def _read_class_names(data_dir):
+    for name in CLASS_NAME_FILES:
+        path = os.path.join(data_dir, name)
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                names = [line.strip() for line in f if line.strip()]
+            if names:
+                return tuple(names)
+    return None
+
+
+def _check_tfrecord(path):
+    """Reads the first example of `path` and checks the keys and the 1-based label."""
+    expected = (
+        "'image/encoded' (bytes: the encoded JPEG/PNG) and 'image/class/label' (int64, 1-based)"
+    )
+    try:
+        first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+    except tf.errors.OpError as error:
+        raise ValueError(f"{path}: not a readable TFRecord file ({error.message})") from None
+    if first is None:
+        raise ValueError(f"{path}: the TFRecord file is empty; expected tf.train.Examples")
+    try:
+        example = tf.train.Example.FromString(first.numpy())
+    except Exception:  # noqa: BLE001  (protobuf's DecodeError)
+        raise ValueError(
+            f"{path}: its records are not tf.train.Example protos; expected {expected}"
+        ) from None
+    features = example.features.feature
+    missing = [key for key in TFRECORD_FEATURES if key not in features]
+    if (
+        missing
+        or not features["image/encoded"].bytes_list.value
+        or not features["image/class/label"].int64_list.value
+    ):
+        raise ValueError(
+            f"{path}: TFRecord example lacks {missing or 'values for the expected keys'}; "
+            f"expected {expected}; found keys {sorted(features.keys())}"
+        )
+    if features["image/class/label"].int64_list.value[0] < 1:
+        raise ValueError(
+            f"{path}: image/class/label is {features['image/class/label'].int64_list.value[0]}"
+            "; expected ImageNet TFRecords with 1-based labels (1..num_classes), as written "
+            "by the common converter scripts"
+        )
+
+
+class TFRecordSource:
+    """Classic ImageNet TFRecord shards: data_dir/train-*-of-*, data_dir/validation-*-of-*,
+    each record a tf.train.Example with image/encoded and image/class/label (1-based,
+    mapped to 0-based here). Class names come from the first of labels.txt, synsets.txt,
+    imagenet_lsvrc_2015_synsets.txt found in data_dir (one per line, in label order), else
+    class_0, class_1, ... for 1000 classes."""
+
+    yields_paths = False
+
+    def __init__(self, data_dir, name="imagenet_tfrecord", default_image_size=224):
+        if not data_dir:
+            raise FileNotFoundError(
+                f"{name} needs data_dir: a folder of TFRecord shards train-*-of-* and "
+                "validation-*-of-*"
+            )
+        if not tf.io.gfile.isdir(data_dir):
+            raise FileNotFoundError(f"{name}: data_dir {data_dir} does not exist")
+        self.data_dir = data_dir
+        self.files = {
+            split: sorted(tf.io.gfile.glob(os.path.join(data_dir, f"{prefix}-*-of-*")))
+            for split, prefix in (("train", "train"), ("validation", "validation"))
+        }
+        if not self.files["train"]:
+            raise FileNotFoundError(
+                f"{name}: no TFRecord shards {os.path.join(data_dir, 'train-*-of-*')}; expected "
+                "ImageNet TFRecord shards named train-00000-of-01024, ..., validation-00000-of-00128"
+            )
+        for files in self.files.values():
+            if files:
+                _check_tfrecord(files[0])
+        class_names = _read_class_names(data_dir) or class_placeholder_names(1000)
+        standard = (
+            len(self.files["train"]) == IMAGENET_STANDARD_SHARDS[0]
+            and len(self.files["validation"]) == IMAGENET_STANDARD_SHARDS[1]
+            and len(class_names) == 1000
+        )
+        if standard:
+            counts = IMAGENET_TRAIN_EXAMPLES, IMAGENET_VALIDATION_EXAMPLES
+        else:
+            counts = [sum(_count_records(f) for f in self.files[s]) for s in ("train", "validation")]
+        self.info = _imagenet_like(name, class_names, *counts, data_dir=data_dir,
+                                   image_size=default_image_size)  # fmt: skip
+
+    def examples(self, split, options):
+        files = self.files.get(split)
+        if not files:
+            raise FileNotFoundError(
+                f"{self.info.name}: no {split} shards "
+                f"{os.path.join(self.data_dir, split + '-*-of-*')}"
+            )
+        num_classes = self.info.num_classes
+
+        def parse(record):
+            example = tf.io.parse_single_example(record, TFRECORD_FEATURES)
+            label = tf.cast(example["image/class/label"], tf.int32) - 1
+            check = tf.debugging.assert_less(
+                tf.cast(label, tf.uint32),  # negative labels wrap around to huge values
+                tf.cast(num_classes, tf.uint32),
+                message=f"{self.data_dir}: image/class/label outside 1..{num_classes}",
+            )
+            with tf.control_dependencies([check]):
+                return example["image/encoded"], tf.identity(label)
+
+        def reader(path):
+            return tf.data.TFRecordDataset(path, buffer_size=8 << 20)
+
+        ds = read_files(files, reader, options)
+        return ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not options.training
+                      or options.deterministic)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Class folders.
+
+
+def _list_class_folder(root, class_names=None):
+    """[(path, label)] for root/<class>/*.{jpg,jpeg,png} (any case), classes sorted by name
+    (or the given class_names), files sorted by name within each class."""
+    if not tf.io.gfile.isdir(root):
+        raise FileNotFoundError(f"{root} does not exist; expected {root}/<class>/*.jpg")
+    found = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(root)
+                   if tf.io.gfile.isdir(os.path.join(root, d)))  # fmt: skip
+    if class_names is None:
+        class_names = tuple(found)
+    else:
+        unknown = sorted(set(found) - set(class_names))
+        if unknown:
+            raise ValueError(
+                f"{root} has class folders {unknown[:5]} that the training folder lacks; "
+                f"expected a subset of the {len(class_names)} training classes"
+            )
+    items = []
+    index = {name: i for i, name in enumerate(class_names)}
+    for name in found:
+        folder = os.path.join(root, name)
+        files = sorted(f for f in tf.io.gfile.listdir(folder)
+                       if f.lower().endswith(IMAGE_EXTENSIONS))  # fmt: skip
+        items.extend((os.path.join(folder, f), index[name]) for f in files)
+    if not items:
+        raise FileNotFoundError(
+            f"{root} holds no images; expected {root}/<class>/*.jpg (or .jpeg, .png) with one "
+            "folder per class"
+        )
+    return class_names, items
+
+
+class FolderSource:
+    """data_dir/train/<class>/*.{jpg,jpeg,png} and the first of data_dir/val, validation,
+    test in the same layout; classes are the train/ folder names, sorted; label i is the
+    i-th name. A .tar/.tar.gz data_dir is extracted into the cache first."""
+
+    yields_paths = True
+
+    def __init__(self, data_dir, name="folder"):
+        if not data_dir:
+            raise FileNotFoundError(
+                f"{name} needs data_dir: a folder with train/<class>/*.jpg (and val/<class>/...)"
+            )
+        data_dir = resolve_archive(data_dir)
+        if not tf.io.gfile.isdir(data_dir):
+            raise FileNotFoundError(f"{name}: data_dir {data_dir} does not exist")
+        train = os.path.join(data_dir, "train")
+        if not tf.io.gfile.isdir(train):
+            raise FileNotFoundError(
+                f"{name}: {train} does not exist; expected {data_dir}/train/<class>/*.jpg"
+            )
+        self.data_dir = data_dir
+        class_names, train_items = _list_class_folder(train)
+        if len(class_names) < 2:
+            raise ValueError(
+                f"{name}: {train} has {len(class_names)} class folder(s) {list(class_names)}; "
+                "expected at least 2 (one folder per class)"
+            )
+        self.items = {"train": train_items}
+        self.split_dirs = {"train": train}
+        for folder in VALIDATION_FOLDERS:
+            path = os.path.join(data_dir, folder)
+            if tf.io.gfile.isdir(path):
+                self.items["validation"] = _list_class_folder(path, class_names)[1]
+                self.split_dirs["validation"] = path
+                break
+        self._make_info(name, class_names)
+
+    def _make_info(self, name, class_names):
+        self.info = _imagenet_like(name, class_names, len(self.items["train"]),
+                                   len(self.items.get("validation", ())), data_dir=self.data_dir)  # fmt: skip
+
+    def examples(self, split, options):
+        if split not in self.items:
+            expected = " or ".join(os.path.join(self.data_dir, f) for f in VALIDATION_FOLDERS)
+            raise FileNotFoundError(
+                f"{self.info.name}: no {split} split: expected {expected} with <class>/*.jpg"
+            )
+        return read_list(self.items[split], options)
+
+
+class Cifar10FolderSource(FolderSource):
+    """CIFAR-10 as JPEG class folders (the layout of cifar10-jpg.tar.gz): train/<class>/*.jpg
+    (5,000 a class) and test/<class>/*.jpg (1,000 a class). The paper's 45k/5k split of the
+    training set is fixed: in each class, the last 500 files in name order are validation,
+    the rest train. Splits: train (45k), validation (5k), test (10k)."""
+
+    def __init__(self, data_dir, name="cifar10_folder"):
+        if not data_dir:
+            raise FileNotFoundError(
+                f"{name} needs data_dir: a folder (or .tar.gz) with train/<class>/*.jpg and "
+                "test/<class>/*.jpg, like cifar10-jpg.tar.gz"
+            )
+        data_dir = resolve_archive(data_dir)
+        if not tf.io.gfile.isdir(os.path.join(data_dir or "", "train")):
+            raise FileNotFoundError(
+                f"{name}: {os.path.join(data_dir, 'train')} does not exist; expected "
+                f"{data_dir}/train/<class>/*.jpg and {data_dir}/test/<class>/*.jpg"
+            )
+        self.data_dir = data_dir
+        class_names, items = _list_class_folder(os.path.join(data_dir, "train"))
+        if len(class_names) < 2:
+            raise ValueError(
+                f"{name}: {data_dir}/train has {len(class_names)} class folder(s); expected "
+                "at least 2"
+            )
+        by_class = {}
+        for path, label in items:  # already sorted by class, then file name
+            by_class.setdefault(label, []).append((path, label))
+        held_out = CIFAR10_VALIDATION_PER_CLASS
+        self.items = {
+            "train": [item for c in by_class.values() for item in c[: max(0, len(c) - held_out)]],
+            "validation": [item for c in by_class.values() for item in c[max(0, len(c) - held_out):]],
+        }  # fmt: skip
+        test = os.path.join(data_dir, "test")
+        if tf.io.gfile.isdir(test):
+            self.items["test"] = _list_class_folder(test, class_names)[1]
+        self.info = _cifar_like(name, class_names, len(self.items["train"]),
+                                len(self.items["validation"]), len(self.items.get("test", ())),
+                                data_dir=data_dir)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# tensorflow-datasets.
+
+
+class TfdsSource:
+    """Any tensorflow-datasets image classification set, read without decoding (the pipeline
+    decodes). `tfds_name` may carry a config and version ("imagenette/320px-v2"). Splits:
+    train, and validation (the dataset's validation split, else its test split). Datasets
+    that are not prepared yet are downloaded and prepared in data_dir (tfds's default
+    ~/tensorflow_datasets when None); imagenet2012 needs the ILSVRC2012 tar files in tfds's
+    manual_dir, <data_dir>/downloads/manual/.
+
+    "cifar10" (without the tfds: prefix) is tfds cifar10 with the paper's split: train is
+    the first 45,000 images of tfds's train split, validation the last 5,000, test tfds's
+    test split."""
+
+    yields_paths = False
+
+    def __init__(self, tfds_name, data_dir=None, name=None, cifar_split=False):
+        import tensorflow_datasets as tfds  # slow to import; only when asked for
+
+        self.tfds = tfds
+        name = name or f"tfds:{tfds_name}"
+        try:
+            builder = tfds.builder(tfds_name, data_dir=data_dir)
+        except Exception as error:  # noqa: BLE001  (tfds raises its own not-found types)
+            raise ValueError(f"{name}: tensorflow-datasets has no dataset {tfds_name!r}: {error}") from None
+        self.builder = builder
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # noqa: BLE001
+            manual = os.path.join(builder.data_dir_root if hasattr(builder, "data_dir_root")
+                                  else (data_dir or "~/tensorflow_datasets"), "downloads", "manual")  # fmt: skip
+            hint = ""
+            if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+                hint = f" This dataset needs files downloaded by hand into {manual}: " + " ".join(
+                    builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split()
+                )
+            raise FileNotFoundError(
+                f"{name}: tensorflow-datasets could not prepare {tfds_name!r} in "
+                f"{builder.data_dir}: {error}.{hint}"
+            ) from None
+        info = builder.info
+        image_key, label_key = info.supervised_keys or ("image", "label")
+        features = info.features
+        if image_key not in features or label_key not in features or not isinstance(
+            features[label_key], tfds.features.ClassLabel
+        ):
+            raise ValueError(
+                f"{name}: expected an image classification dataset with an image feature and a "
+                f"ClassLabel label; found features {list(features.keys())}"
+            )
+        self.image_key, self.label_key = image_key, label_key
+        splits = info.splits
+        if cifar_split:
+            total = splits["train"].num_examples
+            held_out = min(5000, total // 10) if total < 50_000 else 5000
+            self.split_names = {
+                "train": f"train[:{total - held_out}]",
+                "validation": f"train[{total - held_out}:]",
+                "test": "test",
+            }
+        else:
+            validation = "validation" if "validation" in splits else "test"
+            self.split_names = {"train": "train"}
+            if validation in splits:
+                self.split_names["validation"] = validation
+        counts = {}
+        for split, tfds_split in self.split_names.items():
+            try:
+                counts[split] = splits[tfds_split].num_examples
+            except (KeyError, ValueError):
+                counts[split] = 0
+        class_names = tuple(features[label_key].names)
+        shape = features[image_key].shape
+        small = shape[0] is not None and shape[0] <= 64
+        if cifar_split or small:
+            stats = (CIFAR10_MEAN, CIFAR10_STD) if tfds_name.startswith("cifar10") else (
+                IMAGENET_MEAN, IMAGENET_STD)  # fmt: skip
+            self.info = _cifar_like(name, class_names, counts["train"], counts.get("validation", 0),
+                                    counts.get("test", 0), data_dir=data_dir,
+                                    image_size=shape[0] if small else 32, mean=stats[0],
+                                    std=stats[1])  # fmt: skip
+        else:
+            self.info = _imagenet_like(name, class_names, counts["train"],
+                                       counts.get("validation", 0), data_dir=data_dir)  # fmt: skip
+        self._num_shards = {}
+
+    def _shards(self, tfds_split):
+        try:
+            return len(self.builder.info.splits[tfds_split].file_instructions)
+        except Exception:  # noqa: BLE001
+            return 1
+
+    def examples(self, split, options):
+        tfds = self.tfds
+        if split not in self.split_names:
+            raise ValueError(
+                f"{self.info.name}: no {split!r} split; available: {sorted(self.split_names)}"
+            )
+        tfds_split = self.split_names[split]
+        num_pipelines, pipeline_id = options.pipelines
+        by_file = num_pipelines > 1 and self._shards(tfds_split) >= num_pipelines
+        read_config = tfds.ReadConfig(
+            shuffle_seed=options.seed,
+            input_context=options.input_context if by_file else None,
+            interleave_cycle_length=_cycle_length(),
+            try_autocache=False,
+        )
+        ds = self.builder.as_dataset(
+            split=tfds_split,
+            shuffle_files=options.training and (by_file or num_pipelines == 1),
+            read_config=read_config,
+            decoders={self.image_key: tfds.decode.SkipDecoding()},
+        )
+        image_key, label_key = self.image_key, self.label_key
+        ds = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+        if num_pipelines > 1 and not by_file:
+            ds = ds.shard(num_pipelines, pipeline_id)
+        if options.training:
+            ds = ds.shuffle(options.shuffle_buffer, seed=options.seed, reshuffle_each_iteration=True)
+        return ds
+
+
+# ---------------------------------------------------------------------------------------
+# Synthetic data: no files; the pipeline makes the tensors.
+
+
+class SyntheticSource:
+    """Random images and labels of ImageNet's shape and size, made on the fly: a throughput
+    benchmark of everything after the input pipeline."""
+
+    yields_paths = False
+
+    def __init__(self, num_classes=1000):
+        self.info = _imagenet_like("synthetic", class_placeholder_names(num_classes),
+                                   IMAGENET_TRAIN_EXAMPLES, IMAGENET_VALIDATION_EXAMPLES)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def unknown_dataset(name):
+    return ValueError(
+        f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)} "
+        "(e.g. 'tfds:imagenet2012', 'tfds:imagenette/320px-v2')"
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def get_source(name, data_dir=None):
+    """The source object for a dataset name (cached: folders are listed once per process)."""
+    if not isinstance(name, str):
+        raise unknown_dataset(name)
+    if data_dir is not None:
+        data_dir = os.fspath(data_dir)
+    if name == "demo":
+        from keras_resnet.data import demo
+
+        return TFRecordSource(demo.ensure_demo(data_dir), name="demo",
+                              default_image_size=demo.DEFAULT_IMAGE_SIZE)  # fmt: skip
+    if name == "imagenet_tfrecord":
+        return TFRecordSource(data_dir)
+    if name == "folder":
+        return FolderSource(data_dir)
+    if name == "cifar10_folder":
+        return Cifar10FolderSource(data_dir)
+    if name == "cifar10":
+        return TfdsSource("cifar10", data_dir, name="cifar10", cifar_split=True)
+    if name == "synthetic":
+        return SyntheticSource()
+    if name.startswith("tfds:") and len(name) > len("tfds:"):
+        return TfdsSource(name[len("tfds:"):], data_dir)
+    raise unknown_dataset(name)

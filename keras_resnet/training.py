@@ -325,10 +325,13 @@ class _SignalFlag:
 
 
 def _uses_accelerator(strategy):
-    devices = getattr(strategy.extended, "worker_devices", ()) or ()
-    return any(("GPU" in d.upper() or "TPU" in d.upper()) for d in devices) or bool(
-        tf.config.list_logical_devices("GPU")
-    )
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy: whatever device TensorFlow picks
+        return bool(tf.config.list_logical_devices("GPU"))
+    return any("GPU" in device.upper() for device in devices)
 
 
 def _hparams(config):
@@ -369,7 +372,10 @@ def train(config, strategy=None, log=print):
         raise ValueError(
             f"--batch_size: {config.batch_size} is not divisible by the {replicas} replicas"
         )
-    info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
+    try:
+        info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise type(error)(f"--dataset={config.dataset} --data_dir={config.data_dir}: {error}")
     image_size = config.image_size or info.default_image_size
     steps_per_epoch = max(1, info.num_train_examples // config.batch_size)
     total_steps = config.train_steps or max(1, round(config.epochs * steps_per_epoch))
@@ -488,6 +494,23 @@ def train(config, strategy=None, log=print):
             strategy.run(step_fn, args=(images, labels))
         global_step.assign_add(tf.cast(steps, tf.int64))
 
+    moving_statistics = [v for v in model.non_trainable_variables if "moving_" in v.path]
+
+    @tf.function
+    def average_moving_statistics():
+        # Each replica's BN keeps its own moving statistics (per-GPU BN, as in the paper);
+        # averaging them before every evaluation and save makes all copies, and all workers'
+        # checkpoints, equal, and estimates from every replica's data.
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            averaged = context.all_reduce(
+                tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in moving_statistics]
+            )
+            for variable, value in zip(moving_statistics, averaged):
+                variable.assign(value)
+
+        strategy.run(replica_fn)
+
     def replica_eval_step(images, labels):
         if images.shape.rank == 5:  # (batch, crops, H, W, 3): average the crops' softmax
             crops = tf.shape(images)[1]
@@ -532,6 +555,8 @@ def train(config, strategy=None, log=print):
         writer.flush()
 
     def save(step):
+        if replicas > 1:
+            average_moving_statistics()
         path = manager.save(checkpoint_number=step)
         if not is_chief:
             shutil.rmtree(write_dir, ignore_errors=True)
@@ -540,6 +565,8 @@ def train(config, strategy=None, log=print):
     has_validation = info.num_validation_examples > 0
 
     def evaluate(step, eval_mode="center"):
+        if replicas > 1:
+            average_moving_statistics()
         evaluate_all(dataset_fn("validation", training=False, eval_mode=eval_mode))
         loss, top1, top5, count = eval_totals.read_and_reset()
         suffix = "" if eval_mode == "center" else f"_{eval_mode}"
@@ -631,6 +658,8 @@ def train(config, strategy=None, log=print):
                 result.update(stopped_by_signal=signals.received)
                 break
 
+    if replicas > 1:
+        average_moving_statistics()
     result.update(
         steps=step,
         train=train_metrics,

@@ -87,7 +87,8 @@ def _image_fn(source, info, training, augmentation, eval_mode, image_size, light
             sides = preprocessing.multi_scale_sides(image_size)
             images = preprocessing.multi_scale(encoded, image_size=image_size)
             image = {str(side): im for side, im in zip(sides, images)}
-        return image, label
+        normalize = lambda t: preprocessing.normalize(t, info.mean, info.std)  # noqa: E731
+        return tf.nest.map_structure(normalize, image), label
 
     return fn
 
@@ -250,15 +251,6 @@ def make_dataset(
         counter = skipped if skipped is not None else SkipCounter()
         ds = _map_skipping(ds, fn, counter, ordered, name)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        mean, std = info.mean, info.std
-        ds = ds.map(
-            lambda images, labels: (
-                tf.nest.map_structure(lambda t: preprocessing.normalize(t, mean, std), images),
-                labels,
-            ),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=ordered,
-        )
     options = tf.data.Options()
     options.deterministic = ordered
     options.experimental_optimization.map_parallelization = True

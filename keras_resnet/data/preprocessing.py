@@ -1,9 +1,8 @@
 """Per-image preprocessing: decode only the pixels a crop needs, augment, normalise.
 
-Every function here works on one encoded image (a scalar string tensor) and returns uint8 or
-float32 pixels on the 0..255 scale; normalisation, `(image - mean) / std` per channel, is
-applied to whole batches by `normalize` (one vectorised op per batch is several times faster
-than per image on a CPU). Random choices come from stateless ops driven by a per-image
+Every function here works on one encoded image (a scalar string tensor) and returns float32
+pixels on the 0..255 scale; `normalize` then gives `(image - mean) / std` per channel (the
+pipeline applies it to each image right after its resize, where it is cheapest). Random choices come from stateless ops driven by a per-image
 `seed` (an int64 tensor of shape [2]), so a seeded pipeline gives the same pixels however
 many threads decode it.
 
@@ -15,6 +14,7 @@ source, so only that window is decoded (`tf.image.decode_and_crop_jpeg`) and res
 image first.
 """
 
+import numpy as np
 import tensorflow as tf
 
 AUGMENTATIONS = ("paper", "inception", "cifar", "none")
@@ -138,13 +138,22 @@ def _add_per_channel(image, values):
 
 
 def normalize(images, mean, std):
-    """(images - mean) / std per RGB channel, for any (..., height, width, 3) float tensor."""
+    """(images - mean) / std per RGB channel, for any (..., height, width, 3) tensor.
+
+    With a static height and width, mean and std are expanded to full (height, width, 3)
+    constants, which makes this two plain elementwise passes (broadcasting over a trailing
+    axis of 3 is several times slower on CPU). Applied per image, while the image is still in
+    the cache, it costs a fraction of what it costs on a whole batch."""
     images = tf.cast(images, tf.float32)
+    height, width = images.shape[-3], images.shape[-2]
+    if height is not None and width is not None:
+        mean = tf.constant(np.broadcast_to(np.float32(mean), (height, width, 3)))
+        std = tf.constant(np.broadcast_to(np.float32(std), (height, width, 3)))
+        return (images - mean) / std
     shape = tf.shape(images)
-    width = shape[-2]
-    rows = tf.reshape(images, [-1, width * 3])
-    mean = tf.tile(tf.constant(mean, tf.float32), [width])
-    std = tf.tile(tf.constant(std, tf.float32), [width])
+    rows = tf.reshape(images, [-1, shape[-2] * 3])
+    mean = tf.tile(tf.constant(mean, tf.float32), [shape[-2]])
+    std = tf.tile(tf.constant(std, tf.float32), [shape[-2]])
     return tf.reshape((rows - mean) / std, shape)
 
 

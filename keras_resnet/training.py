@@ -74,6 +74,7 @@ class TrainConfig:
     eval_every_epochs: int = 1  # 0: no evaluation during training
     final_eval_mode: str = "center"  # "ten_crop": the paper's 10-crop testing at the end
     log_every_steps: int = 100
+    checkpoint_every_steps: Optional[int] = None  # None: at the end of every epoch
     keep_checkpoints: int = 3
     seed: Optional[int] = None
     deterministic: bool = False
@@ -103,6 +104,10 @@ def validate(config):
         fail("jit_compile", f"must be one of {JIT_MODES}, got {config.jit_compile!r}")
     if config.final_eval_mode not in EVAL_MODES:
         fail("final_eval_mode", f"must be one of {EVAL_MODES}, got {config.final_eval_mode!r}")
+    if config.checkpoint_every_steps is not None and config.checkpoint_every_steps < 1:
+        fail("checkpoint_every_steps", f"must be positive, got {config.checkpoint_every_steps}")
+    if config.log_every_steps < 1:
+        fail("log_every_steps", f"must be positive, got {config.log_every_steps}")
     if config.steps_per_execution < 1:
         fail("steps_per_execution", f"must be positive, got {config.steps_per_execution}")
     if config.image_size is not None and config.image_size < 8:
@@ -592,19 +597,23 @@ def train(config, strategy=None, log=print):
     iterator = iter(dataset_fn("train", training=True))
     result = dict(steps=step, stopped_by_signal=None, skipped_images=0)
     last_log_time, last_log_step = time.time(), step
+    checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
     train_metrics = {}
     with _SignalFlag() as signals:
         while step < total_steps:
-            next_epoch_end = (step // steps_per_epoch + 1) * steps_per_epoch
-            next_log = (step // config.log_every_steps + 1) * config.log_every_steps
-            chunk = min(config.steps_per_execution, min(next_epoch_end, next_log, total_steps) - step)
+            boundaries = [steps_per_epoch, config.log_every_steps, checkpoint_every]
+            next_stop = min(min((step // b + 1) * b for b in boundaries), total_steps)
+            chunk = min(config.steps_per_execution, next_stop - step)
             train_steps(iterator, tf.constant(chunk, tf.int64))
             step += chunk
             if preemption is not None:
                 preemption.save_checkpoint_if_preempted()
 
             epoch_end = step % steps_per_epoch == 0 or step == total_steps
-            if step % config.log_every_steps == 0 or epoch_end or signals.received:
+            stopping = signals.received and step < total_steps
+            should_save = epoch_end or step % checkpoint_every == 0 or stopping
+            # Metrics are read (one sync) only here; a save always checks the loss first.
+            if step % config.log_every_steps == 0 or should_save:
                 loss, top1, top5, count = train_totals.read_and_reset()
                 if count and not math.isfinite(loss):
                     kept = tf.train.latest_checkpoint(checkpoint_dir)
@@ -638,18 +647,9 @@ def train(config, strategy=None, log=print):
                 if skipped.value():
                     log(f"skipped {skipped.value()} unreadable images so far")
                     write_scalars(train_writer, step, skipped_images=float(skipped.value()))
-                path = save(step)
-                log(f"saved {path}")
-                if (
-                    has_validation
-                    and config.eval_every_epochs
-                    and (step // steps_per_epoch) % config.eval_every_epochs == 0
-                ):
-                    result["validation"] = evaluate(step)
-                    last_log_time = time.time()
-            if signals.received and step < total_steps:
-                if not epoch_end:
-                    path = save(step)
+            if should_save:
+                log(f"saved {save(step)}")
+            if stopping:
                 name = signal.Signals(signals.received).name
                 log(
                     f"{name} received: saved checkpoint at step {step}; exiting. Run again "
@@ -657,6 +657,14 @@ def train(config, strategy=None, log=print):
                 )
                 result.update(stopped_by_signal=signals.received)
                 break
+            if (
+                epoch_end
+                and has_validation
+                and config.eval_every_epochs
+                and (step // steps_per_epoch) % config.eval_every_epochs == 0
+            ):
+                result["validation"] = evaluate(step)
+                last_log_time = time.time()
 
     if replicas > 1:
         average_moving_statistics()

@@ -279,21 +279,19 @@ def wait_for_checkpoint(model_dir, process, timeout=300):
 
 def test_killed_run_resumes_and_ends_at_the_same_step(tmp_path):
     model_dir = str(tmp_path / "run")
-    # The demo has 2,000+ training images: 16 per batch gives >100 steps per epoch; checkpoint
-    # every epoch of a short epoch by limiting --epochs through steps below.
-    flags = ["--train_steps=400", "--eval_every_epochs=0"]
+    flags = ["--train_steps=60", "--checkpoint_every_steps=10", "--eval_every_epochs=0"]
     process = start_trainer(model_dir, *flags)
     wait_for_checkpoint(model_dir, process)
     process.kill()
     process.wait()
     saved = int(tf.train.latest_checkpoint(f"{model_dir}/checkpoints").rsplit("-", 1)[1])
-    assert 0 < saved < 400
+    assert 0 < saved < 60
     resumed = trainer(CIFAR_TRAINER, *TINY_FLAGS, f"--model_dir={model_dir}", *flags,
                       f"--result_file={tmp_path}/result.json")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resumed from {model_dir}/checkpoints/ckpt-{saved} at step {saved}" in resumed.stdout
-    assert json.load(open(f"{tmp_path}/result.json"))["steps"] == 400
-    assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith("ckpt-400")
+    assert json.load(open(f"{tmp_path}/result.json"))["steps"] == 60
+    assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith("ckpt-60")
 
 
 def test_sigterm_saves_at_the_next_step_and_exits_cleanly(tmp_path):

@@ -70,6 +70,7 @@ def define_flags(**defaults):
                       "Extra evaluation at the end: ten_crop is the paper's 10-crop testing.")
     flags.DEFINE_integer("log_every_steps", default("log_every_steps", 100), "Progress line every N steps.")
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
+    flags.DEFINE_integer("checkpoint_every_steps", None, "Save every N steps too (default: every epoch).")
     flags.DEFINE_integer("seed", None, "Random seed (weights, data order).")
     flags.DEFINE_bool("deterministic", False, "Deterministic input pipeline (slower).")
     flags.DEFINE_string("model_dir", default("model_dir", None),

@@ -46,7 +46,7 @@ CIFAR10_STD = (62.993, 62.089, 66.705)
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
-CIFAR10_VALIDATION_PER_CLASS = 500  # 10 x 500 = the paper's 5k validation images
+CIFAR10_VALIDATION_FRACTION = 10  # the last 1/10 of each class: 10 x 500 = the paper's 5k
 
 # The standard ILSVRC-2012 shard layout (1024 train shards, 128 validation shards), whose
 # sizes are known; other layouts are counted by reading the TFRecord record headers.
@@ -452,8 +452,8 @@ class FolderSource:
 class Cifar10FolderSource(FolderSource):
     """CIFAR-10 as JPEG class folders (the layout of cifar10-jpg.tar.gz): train/<class>/*.jpg
     (5,000 a class) and test/<class>/*.jpg (1,000 a class). The paper's 45k/5k split of the
-    training set is fixed: in each class, the last 500 files in name order are validation,
-    the rest train. Splits: train (45k), validation (5k), test (10k)."""
+    training set is fixed: in each class, the last tenth of the files in name order (500 of
+    5,000) are validation, the rest train. Splits: train (45k), validation (5k), test (10k)."""
 
     def __init__(self, data_dir, name="cifar10_folder"):
         if not data_dir:
@@ -477,10 +477,10 @@ class Cifar10FolderSource(FolderSource):
         by_class = {}
         for path, label in items:  # already sorted by class, then file name
             by_class.setdefault(label, []).append((path, label))
-        held_out = CIFAR10_VALIDATION_PER_CLASS
+        cut = {label: len(c) - len(c) // CIFAR10_VALIDATION_FRACTION for label, c in by_class.items()}
         self.items = {
-            "train": [item for c in by_class.values() for item in c[: max(0, len(c) - held_out)]],
-            "validation": [item for c in by_class.values() for item in c[max(0, len(c) - held_out):]],
+            "train": [item for label, c in by_class.items() for item in c[: cut[label]]],
+            "validation": [item for label, c in by_class.items() for item in c[cut[label]:]],
         }  # fmt: skip
         test = os.path.join(data_dir, "test")
         if tf.io.gfile.isdir(test):
@@ -497,7 +497,8 @@ class Cifar10FolderSource(FolderSource):
 class TfdsSource:
     """Any tensorflow-datasets image classification set, read without decoding (the pipeline
     decodes). `tfds_name` may carry a config and version ("imagenette/320px-v2"). Splits:
-    train, and validation (the dataset's validation split, else its test split). Datasets
+    train; validation (the dataset's validation split, else its test split); test (where
+    the dataset has both). Datasets
     that are not prepared yet are downloaded and prepared in data_dir (tfds's default
     ~/tensorflow_datasets when None); imagenet2012 needs the ILSVRC2012 tar files in tfds's
     manual_dir, <data_dir>/downloads/manual/.
@@ -545,25 +546,36 @@ class TfdsSource:
         self.image_key, self.label_key = image_key, label_key
         splits = info.splits
         if cifar_split:
-            total = splits["train"].num_examples
-            held_out = min(5000, total // 10) if total < 50_000 else 5000
+            try:
+                total = splits["train"].num_examples
+            except KeyError:  # split sizes unknown (e.g. under tfds.testing.mock_data)
+                total = 50_000
+            held_out = total // 10  # 5,000 of CIFAR-10's 50,000
             self.split_names = {
                 "train": f"train[:{total - held_out}]",
                 "validation": f"train[{total - held_out}:]",
                 "test": "test",
             }
         else:
-            validation = "validation" if "validation" in splits else "test"
             self.split_names = {"train": "train"}
-            if validation in splits:
-                self.split_names["validation"] = validation
+            known = set(splits.keys())
+            if "validation" in known or not known:  # unknown sizes (mock data): assume one
+                self.split_names["validation"] = "validation"
+                if "test" in known:
+                    self.split_names["test"] = "test"
+            elif "test" in known:
+                self.split_names["validation"] = "test"
         counts = {}
         for split, tfds_split in self.split_names.items():
             try:
                 counts[split] = splits[tfds_split].num_examples
             except (KeyError, ValueError):
                 counts[split] = 0
+        if cifar_split and not counts["train"]:
+            counts = {"train": total - held_out, "validation": held_out, "test": total // 5}
         class_names = tuple(features[label_key].names)
+        if cifar_split and len(class_names) == len(CIFAR10_CLASSES):
+            class_names = CIFAR10_CLASSES  # tfds's label order; names even without metadata
         shape = features[image_key].shape
         small = shape[0] is not None and shape[0] <= 64
         if cifar_split or small:

@@ -1,6 +1,7 @@
 """A training run's folder: what the trainer writes and what export and analysis read.
 
     <model_dir>/run.json               the run's facts (below), written once, atomically
+    <model_dir>/result.json            the final numbers, written when the run finishes
     <model_dir>/checkpoints/ckpt-N.*   tf.train.Checkpoint(model=..., optimizer=..., ...)
     <model_dir>/train/, validation/    TensorBoard event files
 
@@ -19,6 +20,7 @@ import tensorflow as tf
 from keras_resnet.models import build
 
 RUN_FILE = "run.json"
+RESULT_FILE = "result.json"  # written when a run finishes: final step, errors, images/s
 CHECKPOINT_DIR = "checkpoints"
 REQUIRED_KEYS = ("model", "model_options", "num_classes", "class_names", "image_size", "mean", "std")
 
@@ -65,6 +67,15 @@ def read_run_config(model_dir):
     if missing:
         raise ValueError(f"{path} lacks the keys {missing}")
     return config
+
+
+def read_result(model_dir):
+    """The finished run's result.json as a dict, or None while the run is unfinished."""
+    path = os.path.join(model_dir, RESULT_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def build_model(config, classifier_activation=None):

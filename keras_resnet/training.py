@@ -396,6 +396,7 @@ def train(config, strategy=None, log=print):
         mean=list(info.mean),
         std=list(info.std),
         dataset=config.dataset,
+        data_dir=config.data_dir,
         model_dir=config.model_dir,
         flags=_hparams(config),
     )
@@ -587,6 +588,10 @@ def train(config, strategy=None, log=print):
         return dict(loss=loss, top1_error=top1, top5_error=top5, examples=count)
 
     step = int(global_step.numpy())
+    finished = runs.read_result(config.model_dir)
+    if step >= total_steps and finished and finished.get("steps") == step:
+        log(f"{config.model_dir} has finished {step} steps already: nothing to train")
+        return finished
     log(
         f"Training {model_name} on {config.dataset} ({info.num_train_examples} images, "
         f"{info.num_classes} classes, {image_size}x{image_size}) with {type(strategy).__name__} "
@@ -666,10 +671,11 @@ def train(config, strategy=None, log=print):
                 result["validation"] = evaluate(step)
                 last_log_time = time.time()
 
-    if replicas > 1:
+    if replicas > 1 and step > result["steps"]:
         average_moving_statistics()
     result.update(
         steps=step,
+        total_steps=total_steps,
         train=train_metrics,
         skipped_images=skipped.value(),
         weights_sha256=weights_sha256(model),
@@ -679,6 +685,8 @@ def train(config, strategy=None, log=print):
             result["validation"] = evaluate(step)
         if has_validation and config.final_eval_mode != "center":
             result[f"validation_{config.final_eval_mode}"] = evaluate(step, config.final_eval_mode)
+        if is_chief:
+            runs.write_json_atomically(os.path.join(config.model_dir, runs.RESULT_FILE), result)
         final = result.get("validation") or train_metrics
         log(
             f"Finished {model_name}: {step} steps, "

@@ -536,10 +536,15 @@ def train(config, strategy=None, log=print):
             )
         eval_totals.add(tf.reduce_sum(per_example), *_correct(scores, labels), tf.size(labels))
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
+    def eval_step(images, labels):
+        strategy.run(replica_eval_step, args=(images, labels))
+
     def evaluate_all(dataset):
+        # One traced step per batch, looped in Python: a graph loop over the dataset would
+        # be unrolled whole if AutoGraph ever failed to convert it.
         for images, labels in dataset:
-            strategy.run(replica_eval_step, args=(images, labels))
+            eval_step(images, labels)
 
     train_writer = validation_writer = None
     if strategy.extended.should_save_summary:

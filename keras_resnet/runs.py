@@ -8,7 +8,8 @@
 run.json holds: model (a public name, e.g. "resnet50"), model_options (builder keyword
 arguments such as shortcut or stride_position), num_classes, class_names, image_size,
 mean and std (per-channel RGB on the 0..255 scale: the model's input is (image - mean) / std),
-dataset, and the trainer's flags under "flags".
+center_crop_fraction (evaluation keeps this much of the shorter side), dataset, data_dir, and
+the trainer's flags under "flags".
 """
 
 import json

@@ -395,6 +395,7 @@ def train(config, strategy=None, log=print):
         image_size=image_size,
         mean=list(info.mean),
         std=list(info.std),
+        center_crop_fraction=info.center_crop_fraction,
         dataset=config.dataset,
         data_dir=config.data_dir,
         model_dir=config.model_dir,

@@ -51,8 +51,17 @@ def _check_input_shape(input_shape, min_size):
             )
 
 
+# torchvision/timm checkpoints (keras_resnet.pretrained): torchvision's layout by default.
+TORCH_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+def _is_torch_checkpoint(weights):
+    return isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith(TORCH_SUFFIXES)
+
+
 def load_weights(model, weights):
-    """Loads `weights` (None, or a path to a Keras weights file of the same architecture)."""
+    """Loads `weights`: None, a Keras weights file of the same architecture, or a torchvision
+    or timm checkpoint (.safetensors, .pth, .pt; see keras_resnet.pretrained)."""
     if weights is None:
         return
     if not isinstance(weights, (str, os.PathLike)):
@@ -65,10 +74,16 @@ def load_weights(model, weights):
         )
     if not os.path.exists(path):
         raise FileNotFoundError(f"weights file not found: {path}")
+    if path.endswith(TORCH_SUFFIXES):
+        from keras_resnet.pretrained import load_torch_weights
+
+        load_torch_weights(model, path)
+        return
     if not path.endswith((".weights.h5", ".keras")):
         raise ValueError(
             f"weights file {path} has an unsupported format: expected a '.weights.h5' or "
-            "'.keras' file saved from the same architecture"
+            "'.keras' file saved from the same architecture, or a torchvision/timm checkpoint "
+            "(.safetensors, .pth, .pt)"
         )
     model.load_weights(path)
 
@@ -85,7 +100,7 @@ def resnet(
     classes=None,
     classifier_activation="softmax",
     shortcut=None,
-    stride_position="1x1",
+    stride_position=None,
     bn_epsilon=1e-5,
     bn_momentum=0.9,
     bn_synchronized=False,
@@ -98,7 +113,10 @@ def resnet(
       residual: False builds the plain net of the same depth (no shortcut additions).
       shortcut: "A", "B" or "C" (see `keras_resnet.blocks.block`); None takes the paper's
         choice for the depth: A for 18/34 and the CIFAR nets, B for 50/101/152.
-      stride_position: "1x1" (the paper) or "3x3" ("v1.5") for bottleneck nets.
+      stride_position: "1x1" (the paper) or "3x3" ("v1.5") for bottleneck nets; None takes
+        "1x1".
+    With `weights` a torchvision/timm checkpoint (.safetensors, .pth, .pt), shortcut and
+    stride_position left at None take torchvision's layout instead: "B" and "3x3".
       bn_epsilon, bn_momentum: BatchNormalization settings (Caffe/PyTorch defaults).
       bn_synchronized: BN statistics over all replicas' batches (TensorFlow backend only).
     """
@@ -113,7 +131,11 @@ def resnet(
         )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+    if _is_torch_checkpoint(weights):
+        shortcut = "B" if shortcut is None else shortcut
+        stride_position = "3x3" if stride_position is None else stride_position
     shortcut = default_shortcut(depth) if shortcut is None else shortcut
+    stride_position = "1x1" if stride_position is None else stride_position
     classes = default_classes if classes is None else classes
     if include_top and (not isinstance(classes, int) or classes < 1):
         raise ValueError(f"classes must be a positive integer, got {classes!r}")

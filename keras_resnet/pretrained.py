@@ -1,0 +1,384 @@
+"""ImageNet weights from the PyTorch world: torchvision and timm ResNet checkpoints.
+
+torchvision publishes ResNet-18..152 as `.pth` state dicts; timm and the Hugging Face hub
+publish the same networks (torchvision's own weights among them, the `tv_in1k` tags) as
+`.safetensors`. Both use one naming:
+
+    conv1.weight, bn1.{weight,bias,running_mean,running_var}     -> conv1_conv, conv1_bn
+    layer{s}.{b}.conv{i}.weight, layer{s}.{b}.bn{i}.*           -> conv{s+1}_block{b+1}_{i}_*
+    layer{s}.{b}.downsample.0.weight, .downsample.1.*           -> conv{s+1}_block{b+1}_0_*
+    fc.weight, fc.bias                                          -> predictions
+
+Those networks are option B shortcuts with the stride of a bottleneck on its 3x3 conv ("v1.5",
+`TORCHVISION_OPTIONS`), and BN epsilon 1e-5. A checkpoint loads into a model of that layout
+only: every disagreement (missing or unexpected keys, shapes, depth, stride placement,
+shortcut option, BN epsilon) is collected and reported together, before any weight is
+assigned, so a failed load leaves the model as it was.
+
+The weights expect RGB images normalised as torchvision does: (image / 255 - (0.485, 0.456,
+0.406)) / (0.229, 0.224, 0.225), which is `(image - TORCHVISION_MEAN) / TORCHVISION_STD` on
+the 0..255 scale (`preprocess_input`).
+
+    model = keras_resnet.ResNet50(weights="resnet50.safetensors")   # or .pth with torch
+    logits = model(keras_resnet.pretrained.preprocess_input(images_0_255))
+"""
+
+import os
+import re
+
+import numpy as np
+
+# torchvision's ImageNet normalisation, per RGB channel on the 0..255 scale:
+# 255 * (0.485, 0.456, 0.406) and 255 * (0.229, 0.224, 0.225).
+TORCHVISION_MEAN = (123.675, 116.28, 103.53)
+TORCHVISION_STD = (58.395, 57.12, 57.375)
+# torch.nn.BatchNorm2d's default, which torchvision's and timm's ResNets keep.
+TORCHVISION_BN_EPSILON = 1e-5
+# The builder options that give torchvision's layout, e.g.
+# keras_resnet.ResNet50(weights="resnet50.weights.h5", **TORCHVISION_OPTIONS) for a file written
+# by `python -m keras_resnet.convert`. (Builders pick these themselves when `weights` is a
+# .safetensors/.pth/.pt file.)
+TORCHVISION_OPTIONS = {"shortcut": "B", "stride_position": "3x3"}
+# Files read by `load_torch_weights`.
+SUFFIXES = (".safetensors", ".pth", ".pt")
+
+# Buffers torch keeps that carry no weights.
+_IGNORED = ("num_batches_tracked",)
+# Keras BatchNormalization weights in order, and their torch names.
+_BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
+# Keras layer names of the ImageNet nets, e.g. conv3_block2_1_conv, conv4_block1_0_bn.
+_BLOCK_LAYER = re.compile(r"conv([2-5])_block(\d+)_([0-3])_(conv|bn)")
+# Messages list at most this many key names per kind of problem (the exception has them all).
+_MAX_LISTED = 12
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fit the model. `problems` holds one line per problem;
+    `missing`, `unexpected` and `mismatched` (key -> (file shape, model shape)) every key."""
+
+    def __init__(self, source, problems, missing=(), unexpected=(), mismatched=None):
+        self.problems = list(problems)
+        self.missing = sorted(missing)
+        self.unexpected = sorted(unexpected)
+        self.mismatched = dict(mismatched or {})
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"cannot load {source}: it does not fit the model (no weight was changed):\n{lines}"
+        )
+
+
+def preprocess_input(images):
+    """RGB images on the 0..255 scale (channels last) -> the input the imported weights
+    expect: (images - TORCHVISION_MEAN) / TORCHVISION_STD per channel, as float32."""
+    from keras import ops
+
+    images = ops.cast(images, "float32")
+    return (images - np.float32(TORCHVISION_MEAN)) / np.float32(TORCHVISION_STD)
+
+
+def read_state_dict(path):
+    """Reads a torchvision-named state dict into {name: float32 or int numpy array}.
+
+    `.safetensors` needs only the `safetensors` package; `.pth`/`.pt` need torch (a state
+    dict, or a training checkpoint that holds one under "model" or "state_dict"). A "module."
+    prefix (DistributedDataParallel) is dropped."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.endswith(".safetensors"):
+        state = _read_safetensors(path)
+    elif path.endswith((".pth", ".pt")):
+        state = _read_torch(path)
+    else:
+        raise ValueError(
+            f"checkpoint {path} has an unsupported format: expected one of {', '.join(SUFFIXES)}"
+        )
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _read_safetensors(path):
+    try:
+        from safetensors.numpy import load_file
+    except ImportError:
+        raise ImportError(
+            f"reading {path} needs the 'safetensors' package: pip install safetensors"
+        ) from None
+    try:
+        return load_file(path)
+    except TypeError as error:  # a dtype numpy lacks, bfloat16 above all
+        raise ValueError(
+            f"cannot read {path} with numpy ({error}). Convert it to float32 where torch is "
+            "installed: python -c \"import torch, safetensors.torch as st; "
+            f"st.save_file({{k: v.float() for k, v in st.load_file('{path}').items()}}, "
+            "'float32.safetensors')\""
+        ) from None
+
+
+def _read_torch(path):
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            f"reading {path} needs PyTorch, which is not installed here. Install torch, or "
+            "convert the file once where torch is installed and use the result here: python "
+            "-c \"import torch, safetensors.torch as st; "
+            f"st.save_file(torch.load('{path}', map_location='cpu'), 'model.safetensors')\" "
+            "(then pass model.safetensors), or: python -m keras_resnet.convert "
+            f"{path} --model=resnet50 --output=resnet50.weights.h5"
+        ) from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and not any(torch.is_tensor(v) for v in state.values()):
+        for key in ("model", "state_dict", "model_state_dict"):  # training checkpoints
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(
+            f"{path} is not a state dict (a mapping of names to tensors), nor a checkpoint that "
+            "holds one under 'model' or 'state_dict'"
+        )
+    return {
+        k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().numpy()
+        for k, v in state.items()
+    }
+
+
+def architecture(state):
+    """(depth, bottleneck, blocks per stage) of a torchvision-named state dict; depth is None
+    when the blocks per stage match no ResNet of the paper."""
+    from keras_resnet.models import IMAGENET_SPECS
+
+    blocks, bottleneck = [0, 0, 0, 0], False
+    for key in state:
+        match = re.match(r"layer([1-4])\.(\d+)\.conv(\d)\.", key)
+        if match:
+            stage, index = int(match[1]) - 1, int(match[2])
+            blocks[stage] = max(blocks[stage], index + 1)
+            bottleneck = bottleneck or match[3] == "3"
+    blocks = tuple(blocks)
+    depth = next((d for d, spec in IMAGENET_SPECS.items() if spec == (bottleneck, blocks)), None)
+    return depth, bottleneck, blocks
+
+
+def _torch_name(layer_name):
+    """Keras layer name -> torch module name, or None for a layer torch does not have."""
+    if layer_name == "conv1_conv":
+        return "conv1"
+    if layer_name == "conv1_bn":
+        return "bn1"
+    if layer_name == "predictions":
+        return "fc"
+    match = _BLOCK_LAYER.fullmatch(layer_name)
+    if not match:
+        return None
+    stage, index, unit, kind = int(match[1]) - 1, int(match[2]) - 1, match[3], match[4]
+    prefix = f"layer{stage}.{index}."
+    if unit == "0":
+        return prefix + ("downsample.0" if kind == "conv" else "downsample.1")
+    return prefix + f"{kind}{unit}"
+
+
+def _model_layout(model):
+    """What the loader needs to know about a keras_resnet ImageNet model, from its layers."""
+    from keras_resnet.models import IMAGENET_SPECS
+
+    layers = {layer.name: layer for layer in model.layers}
+    blocks, bottleneck = [0, 0, 0, 0], False
+    for name in layers:
+        match = _BLOCK_LAYER.fullmatch(name)
+        if match:
+            stage = int(match[1]) - 2
+            blocks[stage] = max(blocks[stage], int(match[2]))
+            bottleneck = bottleneck or match[3] == "3"
+    blocks = tuple(blocks)
+    depth = next((d for d, spec in IMAGENET_SPECS.items() if spec == (bottleneck, blocks)), None)
+    residual = any(name.endswith("_add") for name in layers)
+    if not residual:
+        shortcut = None
+    elif "conv2_block2_0_conv" in layers:
+        shortcut = "C"
+    elif "conv3_block1_0_conv" in layers:
+        shortcut = "B"
+    else:
+        shortcut = "A"
+    stride_position = None
+    if bottleneck and "conv3_block1_1_conv" in layers:
+        strides = tuple(layers["conv3_block1_1_conv"].strides)
+        stride_position = "1x1" if strides != (1, 1) else "3x3"
+    epsilons = sorted(
+        {float(layer.epsilon) for layer in model.layers if type(layer).__name__ == "BatchNormalization"}
+    )
+    return dict(
+        depth=depth,
+        bottleneck=bottleneck,
+        blocks=blocks,
+        residual=residual,
+        shortcut=shortcut,
+        stride_position=stride_position,
+        epsilons=epsilons,
+        has_top="predictions" in layers,
+        layers=layers,
+    )
+
+
+def _listed(keys):
+    keys = sorted(keys)
+    more = len(keys) - _MAX_LISTED
+    return ", ".join(keys[:_MAX_LISTED]) + (f", ... and {more} more" if more > 0 else "")
+
+
+def _describe(depth, bottleneck, blocks):
+    kind = "bottleneck" if bottleneck else "basic"
+    name = f"ResNet-{depth}" if depth else "no ResNet of the paper"
+    return f"{name} ({kind} blocks {'/'.join(map(str, blocks))})"
+
+
+def convert(model, state, source="the checkpoint", bn_epsilon=TORCHVISION_BN_EPSILON):
+    """Checks `state` (torchvision-named numpy arrays) against `model` and returns, per Keras
+    layer, the list of arrays in the layer's weight order (kernels OIHW -> HWIO, dense
+    (out, in) -> (in, out)). Raises CheckpointMismatchError listing every problem.
+
+    A model without a classifier (include_top=False) takes the backbone and leaves fc.*."""
+    layout = _model_layout(model)
+    problems = []
+    file_depth, file_bottleneck, file_blocks = architecture(state)
+    if layout["depth"] is None:
+        raise CheckpointMismatchError(
+            source,
+            [
+                f"model {model.name!r} is not one of keras_resnet's ImageNet ResNets "
+                f"(18/34/50/101/152): its layer names give {_describe(None, layout['bottleneck'], layout['blocks'])}"
+            ],
+        )
+    if (file_depth, file_bottleneck, file_blocks) != (
+        layout["depth"], layout["bottleneck"], layout["blocks"]
+    ):
+        problems.append(
+            f"wrong depth: the file holds {_describe(file_depth, file_bottleneck, file_blocks)}, "
+            f"the model {model.name!r} is ResNet-{layout['depth']}"
+            + (f"; build ResNet{file_depth} instead" if file_depth else "")
+        )
+    if not layout["residual"]:
+        problems.append(
+            "the model is a plain net (residual=False); torchvision checkpoints are residual "
+            "nets: build it with residual=True"
+        )
+    elif layout["shortcut"] != "B":
+        what = {"A": "parameter-free (zero-padding)", "C": "projections on every block"}
+        problems.append(
+            f"the model uses shortcut option {layout['shortcut']} "
+            f"({what[layout['shortcut']]}); torchvision checkpoints use option B (projections "
+            "where the shape changes): build it with shortcut='B'"
+        )
+    if layout["stride_position"] == "1x1":
+        problems.append(
+            "the model puts the stride of its bottlenecks on the first 1x1 conv "
+            "(stride_position='1x1', the paper's layout); torchvision checkpoints put it on the "
+            "3x3: build it with stride_position='3x3'"
+        )
+    wrong_epsilons = [e for e in layout["epsilons"] if not np.isclose(e, bn_epsilon, rtol=1e-3)]
+    if wrong_epsilons:
+        problems.append(
+            f"the model's BatchNormalization epsilon is {wrong_epsilons[0]:g}, the checkpoint's "
+            f"is {bn_epsilon:g}: build it with bn_epsilon={bn_epsilon:g}"
+        )
+
+    # Every weight of the model, as the torch key it comes from and the array it needs.
+    arrays, expected, mismatched = {}, set(), {}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        module = _torch_name(layer.name)
+        if module is None:
+            problems.append(f"model layer {layer.name!r} has no counterpart in torchvision")
+            continue
+        kind = type(layer).__name__
+        if kind == "BatchNormalization":
+            keys = [f"{module}.{p}" for p in _BN_PARAMS]
+        elif kind == "Conv2D":
+            keys = [f"{module}.weight"]
+        elif kind == "Dense":
+            keys = [f"{module}.weight", f"{module}.bias"]
+        else:
+            problems.append(f"model layer {layer.name!r} ({kind}) has no counterpart in torchvision")
+            continue
+        expected.update(keys)
+        if len(keys) != len(layer.weights) or any(k not in state for k in keys):
+            continue  # reported below as missing keys (or a layer built otherwise)
+        values = []
+        for key, variable in zip(keys, layer.weights):
+            value = np.asarray(state[key])
+            if kind == "Conv2D" and value.ndim == 4:
+                value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+            elif kind == "Dense" and value.ndim == 2:
+                value = value.T  # (out, in) -> (in, out)
+            if tuple(value.shape) != tuple(variable.shape):
+                torch_shape = tuple(np.shape(state[key]))
+                mismatched[key] = (torch_shape, tuple(variable.shape))
+            elif not np.issubdtype(value.dtype, np.floating):
+                problems.append(f"{key} has dtype {value.dtype}, expected floating point")
+            values.append(value)
+        arrays[layer.name] = values
+
+    ignored = {k for k in state if k.rsplit(".", 1)[-1] in _IGNORED}
+    if not layout["has_top"]:
+        ignored |= {k for k in state if k.startswith("fc.")}
+    missing = expected - set(state)
+    unexpected = set(state) - expected - ignored
+    if missing:
+        problems.append(f"{len(missing)} keys missing from the file: {_listed(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys in the file: {_listed(unexpected)}")
+    for key, (file_shape, model_shape) in sorted(mismatched.items()):
+        if len(problems) > 3 * _MAX_LISTED:
+            problems.append(f"... and more shape mismatches ({len(mismatched)} in all)")
+            break
+        layer = next(n for n in arrays if _torch_name(n) == key.rsplit(".", 1)[0])
+        hint = ""
+        if key == "fc.weight":
+            hint = f" (the file has {file_shape[0]} classes: build the model with classes={file_shape[0]})"
+        elif key == "conv1.weight" and len(file_shape) == 4:
+            hint = f" (the file expects {file_shape[1]} input channels)"
+        problems.append(
+            f"shape mismatch: {key} is {file_shape} in the file (torch layout), layer {layer!r} "
+            f"needs {model_shape} (Keras layout){hint}"
+        )
+    if problems:
+        raise CheckpointMismatchError(source, problems, missing, unexpected, mismatched)
+    return arrays
+
+
+def load_torch_weights(model, weights, bn_epsilon=TORCHVISION_BN_EPSILON):
+    """Loads a torchvision/timm ResNet checkpoint into a keras_resnet model, all or nothing.
+
+    Args:
+      model: a keras_resnet ResNet-18/34/50/101/152 with torchvision's layout (shortcut='B',
+        stride_position='3x3', BN epsilon 1e-5): what `keras_resnet.ResNet50(weights=path)`
+        builds by itself for such a file. include_top=False takes the backbone only.
+      weights: a `.safetensors`, `.pth` or `.pt` path, or a mapping of torchvision names to
+        arrays (numpy, or anything np.asarray reads).
+      bn_epsilon: the checkpoint's BatchNormalization epsilon, which the model must use.
+
+    Raises CheckpointMismatchError (a ValueError) naming every key, shape and option that does
+    not fit; the model's weights are then unchanged.
+    """
+    if isinstance(weights, (str, os.PathLike)):
+        source, state = os.fspath(weights), read_state_dict(weights)
+    else:
+        source, state = "the state dict", {k: np.asarray(v) for k, v in dict(weights).items()}
+    arrays = convert(model, state, source, bn_epsilon=bn_epsilon)
+    # Nothing was assigned yet; keep the old values in case an assignment still fails.
+    assigned = []
+    try:
+        for name, values in arrays.items():
+            for variable, value in zip(model.get_layer(name).weights, values):
+                old = variable.numpy()
+                variable.assign(value.astype(variable.dtype))
+                assigned.append((variable, old))
+    except BaseException:
+        for variable, old in reversed(assigned):
+            variable.assign(old)
+        raise
+    return model

@@ -268,53 +268,85 @@ def test_convert_command_refuses_a_misfit(tmp_path, resnet18_file, capsys):
 
 PARITY_SIZES = {18: 224, 34: 224, 50: 224, 101: 224, 152: 224}
 
+# The torchvision side runs in its own process: importing torchvision after TensorFlow can
+# crash the process (torchvision pulls in triton), and CI's process stays free of torch.
+TORCHVISION_REFERENCE = """
+import sys
+import numpy as np
+import torch
+import torchvision
 
-def torchvision_model(depth, torch, torchvision):
-    """A torchvision ResNet with random weights and realistic, non-trivial BN statistics:
-    running statistics gathered over random batches (so activations stay in range through
-    152 layers), then perturbed, and random BN scales and shifts."""
-    torch.manual_seed(depth)
-    model = getattr(torchvision.models, f"resnet{depth}")(weights=None)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+depth, images_path, checkpoint_path, logits_path = sys.argv[1:]
+depth = int(depth)
+torch.manual_seed(depth)
+torch.set_num_threads(2)
+model = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+# As in trained nets, the last BN of each residual branch scales it down: the sum of 50
+# branches stays in range (random nets give logits in the hundreds otherwise).
+last = {m.bn3 if hasattr(m, "bn3") else m.bn2 for m in model.modules() if hasattr(m, "bn2")}
+raw = torch.from_numpy(np.load(images_path))  # NHWC, RGB 0..255; the first 2 are tested
+x = (raw / 255 - torch.tensor((0.485, 0.456, 0.406))) / torch.tensor((0.229, 0.224, 0.225))
+x = x.permute(0, 3, 1, 2).float().contiguous()
+with torch.no_grad():
     for bn in bns:
-        bn.momentum = None  # a plain average over the calibration batches
+        channels = bn.num_features
+        scale = (0.2, 0.5) if bn in last else (0.6, 1.4)
+        bn.weight.copy_(torch.empty(channels).uniform_(*scale))
+        bn.bias.copy_(0.1 * torch.randn(channels))
+        bn.momentum = None  # running statistics: the plain average over the calibration batch
         bn.reset_running_stats()
     model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(4, 3, 96, 96))
-        for bn in bns:
-            channels = bn.num_features
-            bn.running_mean.add_(0.1 * torch.randn(channels))
-            bn.running_var.mul_(torch.empty(channels).uniform_(0.8, 1.25))
-            bn.weight.copy_(torch.empty(channels).uniform_(0.6, 1.4))
-            bn.bias.copy_(0.1 * torch.randn(channels))
-    return model.eval()
+    model(x[2:])
+    for bn in bns:  # then made non-trivial: no longer the statistics of any batch
+        channels = bn.num_features
+        bn.running_mean.add_(0.1 * torch.randn(channels))
+        bn.running_var.mul_(torch.empty(channels).uniform_(0.8, 1.25))
+    model.eval()
+    if checkpoint_path.endswith(".safetensors"):  # as timm and the Hugging Face hub publish
+        import safetensors.torch
+
+        safetensors.torch.save_file(model.state_dict(), checkpoint_path)
+    else:  # as torchvision publishes its .pth files
+        torch.save(model.state_dict(), checkpoint_path)
+    logits = model(x[:2]).numpy()
+    exact = model.double()(x[:2].double()).numpy()  # what float32 rounding costs torch itself
+np.savez(logits_path, logits=logits, exact=exact)
+"""
+
+
+def torch_and_torchvision():
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("torch", "torchvision")):
+        pytest.skip("torch and torchvision are not installed")
 
 
 @pytest.mark.parametrize("depth", sorted(PARITY_SIZES))
 def test_parity_with_torchvision(depth, tmp_path):
-    torch = pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
-    torch.set_num_threads(2)
-    size = PARITY_SIZES[depth]
-    reference = torchvision_model(depth, torch, torchvision)
-    path = tmp_path / f"resnet{depth}.pth"
-    torch.save(reference.state_dict(), path)  # the .pth path: a state dict as torchvision's
+    import subprocess
 
-    raw = images(2, size, seed=depth)  # RGB 0..255
-    torch_input = (torch.from_numpy(raw / 255).float() - torch.tensor((0.485, 0.456, 0.406)))
-    torch_input = (torch_input / torch.tensor((0.229, 0.224, 0.225))).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        expected = reference(torch_input.contiguous()).numpy()
+    torch_and_torchvision()
+    size = PARITY_SIZES[depth]
+    raw = images(6, size, seed=depth)  # RGB 0..255: 2 to compare, 4 to calibrate BN with
+    np.save(tmp_path / "images.npy", raw)
+    # Both ways in: torchvision's .pth (read with torch), timm's .safetensors (read without).
+    checkpoint = tmp_path / f"resnet{depth}{'.pth' if depth in (34, 101) else '.safetensors'}"
+    command = [sys.executable, "-c", TORCHVISION_REFERENCE, str(depth), str(tmp_path / "images.npy"),
+               str(checkpoint), str(tmp_path / "logits.npz")]  # fmt: skip
+    subprocess.run(command, check=True)
+    reference = np.load(tmp_path / "logits.npz")
+    expected, exact = reference["logits"], reference["exact"]
 
     model = keras_resnet.build(
-        f"resnet{depth}", input_shape=(size, size, 3), classifier_activation=None, weights=str(path)
+        f"resnet{depth}", input_shape=(size, size, 3), classifier_activation=None,
+        weights=str(checkpoint),
     )
-    got = model(pretrained.preprocess_input(raw)).numpy()
+    got = model(pretrained.preprocess_input(raw[:2])).numpy()
     difference = float(np.max(np.abs(got - expected)))
-    print(f"resnet{depth} at {size}x{size}: max |logit difference| = {difference:.2e}, "
-          f"logit scale {np.max(np.abs(expected)):.2f}")
+    print(f"\nresnet{depth} at {size}x{size}: max |keras - torch| = {difference:.2e} "
+          f"(keras - float64 torch {np.max(np.abs(got - exact)):.2e}, float32 torch - float64 "
+          f"torch {np.max(np.abs(expected - exact)):.2e}); logits up to {np.max(np.abs(exact)):.2f}")
     assert difference < 1e-4
     np.testing.assert_array_equal(
         np.argsort(-got, axis=1)[:, :5], np.argsort(-expected, axis=1)[:, :5]

@@ -23,7 +23,9 @@ def convert_file(input_path, output, model_name=None):
 
     output = os.fspath(output)
     if not output.endswith(".weights.h5"):
-        raise ValueError(f"--output must end with '.weights.h5' (a Keras weights file), got {output}")
+        raise ValueError(
+            f"--output must end with '.weights.h5' (a Keras weights file), got {output}"
+        )
     state = pretrained.read_state_dict(input_path)
     depth, bottleneck, blocks = pretrained.architecture(state)
     if model_name is None:
@@ -40,7 +42,10 @@ def convert_file(input_path, output, model_name=None):
             "resnet101 or resnet152 only"
         )
     fc = state.get("fc.weight")
-    top = dict(classes=int(fc.shape[0])) if fc is not None and fc.ndim == 2 else dict(include_top=False)
+    if fc is not None and fc.ndim == 2:
+        top = dict(classes=int(fc.shape[0]))
+    else:
+        top = dict(include_top=False)
     model = models.build(name, weights=None, **pretrained.TORCHVISION_OPTIONS, **top)
     pretrained.load_torch_weights(model, state)
 

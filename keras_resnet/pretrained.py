@@ -114,6 +114,8 @@ def _read_safetensors(path):
             f"st.save_file({{k: v.float() for k, v in st.load_file('{path}').items()}}, "
             "'float32.safetensors')\""
         ) from None
+    except Exception as error:  # safetensors' own error for a damaged or truncated file
+        raise ValueError(f"cannot read {path}: not a valid safetensors file ({error})") from None
 
 
 def _read_torch(path):
@@ -208,7 +210,11 @@ def _model_layout(model):
         strides = tuple(layers["conv3_block1_1_conv"].strides)
         stride_position = "1x1" if strides != (1, 1) else "3x3"
     epsilons = sorted(
-        {float(layer.epsilon) for layer in model.layers if type(layer).__name__ == "BatchNormalization"}
+        {
+            float(layer.epsilon)
+            for layer in model.layers
+            if type(layer).__name__ == "BatchNormalization"
+        }
     )
     return dict(
         depth=depth,
@@ -249,7 +255,8 @@ def convert(model, state, source="the checkpoint", bn_epsilon=TORCHVISION_BN_EPS
             source,
             [
                 f"model {model.name!r} is not one of keras_resnet's ImageNet ResNets "
-                f"(18/34/50/101/152): its layer names give {_describe(None, layout['bottleneck'], layout['blocks'])}"
+                "(18/34/50/101/152): its layer names give "
+                + _describe(None, layout["bottleneck"], layout["blocks"])
             ],
         )
     if (file_depth, file_bottleneck, file_blocks) != (
@@ -266,7 +273,7 @@ def convert(model, state, source="the checkpoint", bn_epsilon=TORCHVISION_BN_EPS
             "nets: build it with residual=True"
         )
     elif layout["shortcut"] != "B":
-        what = {"A": "parameter-free (zero-padding)", "C": "projections on every block"}
+        what = {"A": "parameter-free, zero-padding", "C": "projections on every block"}
         problems.append(
             f"the model uses shortcut option {layout['shortcut']} "
             f"({what[layout['shortcut']]}); torchvision checkpoints use option B (projections "
@@ -302,7 +309,9 @@ def convert(model, state, source="the checkpoint", bn_epsilon=TORCHVISION_BN_EPS
         elif kind == "Dense":
             keys = [f"{module}.weight", f"{module}.bias"]
         else:
-            problems.append(f"model layer {layer.name!r} ({kind}) has no counterpart in torchvision")
+            problems.append(
+                f"model layer {layer.name!r} ({kind}) has no counterpart in torchvision"
+            )
             continue
         expected.update(keys)
         if len(keys) != len(layer.weights) or any(k not in state for k in keys):
@@ -328,9 +337,9 @@ def convert(model, state, source="the checkpoint", bn_epsilon=TORCHVISION_BN_EPS
     missing = expected - set(state)
     unexpected = set(state) - expected - ignored
     if missing:
-        problems.append(f"{len(missing)} keys missing from the file: {_listed(missing)}")
+        problems.append(f"keys missing from the file ({len(missing)}): {_listed(missing)}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys in the file: {_listed(unexpected)}")
+        problems.append(f"unexpected keys in the file ({len(unexpected)}): {_listed(unexpected)}")
     for key, (file_shape, model_shape) in sorted(mismatched.items()):
         if len(problems) > 3 * _MAX_LISTED:
             problems.append(f"... and more shape mismatches ({len(mismatched)} in all)")
@@ -338,7 +347,8 @@ def convert(model, state, source="the checkpoint", bn_epsilon=TORCHVISION_BN_EPS
         layer = next(n for n in arrays if _torch_name(n) == key.rsplit(".", 1)[0])
         hint = ""
         if key == "fc.weight":
-            hint = f" (the file has {file_shape[0]} classes: build the model with classes={file_shape[0]})"
+            classes = file_shape[0]
+            hint = f" (the file has {classes} classes: build the model with classes={classes})"
         elif key == "conv1.weight" and len(file_shape) == 4:
             hint = f" (the file expects {file_shape[1]} input channels)"
         problems.append(

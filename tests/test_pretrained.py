@@ -86,7 +86,8 @@ def resnet18_state():
 
 @pytest.fixture(scope="module")
 def resnet18_file(resnet18_state, tmp_path_factory):
-    return save_safetensors(resnet18_state, tmp_path_factory.mktemp("ckpt") / "resnet18.safetensors")
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18.safetensors"
+    return save_safetensors(resnet18_state, path)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,8 @@ def test_safetensors_load_in_keras_layout(resnet18, resnet18_state):
     kernel = resnet18.get_layer("conv3_block2_1_conv").kernel.numpy()
     np.testing.assert_array_equal(kernel, state["layer2.1.conv1.weight"].transpose(2, 3, 1, 0))
     shortcut = resnet18.get_layer("conv4_block1_0_conv").kernel.numpy()
-    np.testing.assert_array_equal(shortcut, state["layer3.0.downsample.0.weight"].transpose(2, 3, 1, 0))
+    expected = state["layer3.0.downsample.0.weight"].transpose(2, 3, 1, 0)
+    np.testing.assert_array_equal(shortcut, expected)
     gamma, beta, mean, var = resnet18.get_layer("conv5_block1_0_bn").get_weights()
     np.testing.assert_array_equal(gamma, state["layer4.0.downsample.1.weight"])
     np.testing.assert_array_equal(beta, state["layer4.0.downsample.1.bias"])
@@ -174,7 +176,7 @@ def assert_refused(model, state, *patterns):
 def test_missing_key_is_named(target, resnet18_state):
     state = dict(resnet18_state)
     del state["layer3.1.bn2.running_var"]
-    error = assert_refused(target, state, "1 keys missing", "layer3.1.bn2.running_var")
+    error = assert_refused(target, state, "keys missing from the file (1)", "layer3.1.bn2.running_var")
     assert error.missing == ["layer3.1.bn2.running_var"]
 
 
@@ -219,7 +221,8 @@ def test_other_stride_placement_is_refused():
 
 
 def test_other_bn_epsilon_is_refused(resnet18_state):
-    model = keras_resnet.ResNet18(input_shape=SMALL, bn_epsilon=1e-3, **pretrained.TORCHVISION_OPTIONS)
+    options = pretrained.TORCHVISION_OPTIONS
+    model = keras_resnet.ResNet18(input_shape=SMALL, bn_epsilon=1e-3, **options)
     assert_refused(model, resnet18_state, "epsilon is 0.001", "bn_epsilon=1e-05")
 
 
@@ -243,12 +246,23 @@ def test_pth_without_torch_says_how_to_convert(tmp_path, monkeypatch):
     assert "safetensors" in str(caught.value) and "keras_resnet.convert" in str(caught.value)
 
 
+def test_distributed_prefix_is_dropped_and_damaged_files_are_named(tmp_path, resnet18_state):
+    wrapped = {f"module.{k}": v for k, v in resnet18_state.items()}  # DistributedDataParallel
+    path = save_safetensors(wrapped, tmp_path / "ddp.safetensors")
+    assert set(pretrained.read_state_dict(path)) == set(resnet18_state)
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(open(path, "rb").read()[:1000])
+    with pytest.raises(ValueError, match="damaged.safetensors"):
+        pretrained.read_state_dict(damaged)
+
+
 def test_convert_command_writes_weights_that_load(tmp_path, resnet18_file, resnet18, capsys):
     output = tmp_path / "out" / "resnet18.weights.h5"
     assert convert.main([resnet18_file, "--model=resnet18", f"--output={output}"]) == 0
     printed = capsys.readouterr().out
     assert "shortcut='B', stride_position='3x3'" in printed
-    model = keras_resnet.ResNet18(input_shape=SMALL, weights=str(output), **pretrained.TORCHVISION_OPTIONS)
+    options = pretrained.TORCHVISION_OPTIONS
+    model = keras_resnet.ResNet18(input_shape=SMALL, weights=str(output), **options)
     x = pretrained.preprocess_input(images()).numpy()
     np.testing.assert_array_equal(model(x).numpy(), resnet18(x).numpy())
     assert [p.name for p in output.parent.iterdir()] == ["resnet18.weights.h5"]
@@ -332,8 +346,8 @@ def test_parity_with_torchvision(depth, tmp_path):
     np.save(tmp_path / "images.npy", raw)
     # Both ways in: torchvision's .pth (read with torch), timm's .safetensors (read without).
     checkpoint = tmp_path / f"resnet{depth}{'.pth' if depth in (34, 101) else '.safetensors'}"
-    command = [sys.executable, "-c", TORCHVISION_REFERENCE, str(depth), str(tmp_path / "images.npy"),
-               str(checkpoint), str(tmp_path / "logits.npz")]  # fmt: skip
+    files = [tmp_path / "images.npy", checkpoint, tmp_path / "logits.npz"]
+    command = [sys.executable, "-c", TORCHVISION_REFERENCE, str(depth), *map(str, files)]
     subprocess.run(command, check=True)
     reference = np.load(tmp_path / "logits.npz")
     expected, exact = reference["logits"], reference["exact"]
@@ -346,7 +360,8 @@ def test_parity_with_torchvision(depth, tmp_path):
     difference = float(np.max(np.abs(got - expected)))
     print(f"\nresnet{depth} at {size}x{size}: max |keras - torch| = {difference:.2e} "
           f"(keras - float64 torch {np.max(np.abs(got - exact)):.2e}, float32 torch - float64 "
-          f"torch {np.max(np.abs(expected - exact)):.2e}); logits up to {np.max(np.abs(exact)):.2f}")
+          f"torch {np.max(np.abs(expected - exact)):.2e}); "
+          f"logits up to {np.max(np.abs(exact)):.2f}")
     assert difference < 1e-4
     np.testing.assert_array_equal(
         np.argsort(-got, axis=1)[:, :5], np.argsort(-expected, axis=1)[:, :5]

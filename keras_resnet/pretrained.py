@@ -123,12 +123,11 @@ def _read_torch(path):
         import torch
     except ImportError:
         raise ImportError(
-            f"reading {path} needs PyTorch, which is not installed here. Install torch, or "
-            "convert the file once where torch is installed and use the result here: python "
-            "-c \"import torch, safetensors.torch as st; "
-            f"st.save_file(torch.load('{path}', map_location='cpu'), 'model.safetensors')\" "
-            "(then pass model.safetensors), or: python -m keras_resnet.convert "
-            f"{path} --model=resnet50 --output=resnet50.weights.h5"
+            f"reading {path} needs PyTorch (pip install torch), which is not installed here. "
+            "Or convert it once where torch is installed, and load the result here: "
+            f"python -m keras_resnet.convert {path} --output=model.weights.h5 (a Keras weights "
+            "file), or python -c \"import torch, safetensors.torch as st; "
+            f"st.save_file(torch.load('{path}', map_location='cpu'), 'model.safetensors')\""
         ) from None
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and not any(torch.is_tensor(v) for v in state.values()):

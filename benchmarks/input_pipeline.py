@@ -122,17 +122,22 @@ def main(argv=None):
             lighting=args.lighting,
         )  # fmt: skip
         runs = {
-            "raw decode_jpeg": (iter(raw_decoding(paths)[0]), 1),
+            "raw decode_jpeg": (raw_decoding(paths)[0], 1),
             f"pipeline ({name}, {args.augmentation}{'+lighting' if args.lighting else ''}, "
             f"{args.image_size}x{args.image_size}, batch {args.batch_size})": (
-                iter(pipeline), args.batch_size
+                pipeline, args.batch_size
             ),
         }
         rates = {label: [] for label in runs}
         cpu = {label: [] for label in runs}
         for _ in range(args.repeats):
-            for label, (iterator, per_element) in runs.items():
+            for label, (dataset, per_element) in runs.items():
+                # A fresh iterator each round, deleted after it: an idle iterator would refill
+                # its buffers in the background, on the other run's time.
+                iterator = iter(dataset)
                 rate, ms = measure(iterator, per_element, args.seconds)
+                del iterator
+                gc.collect()
                 rates[label].append(rate)
                 cpu[label].append(ms)
         medians = {label: statistics.median(r) for label, r in rates.items()}
@@ -144,10 +149,8 @@ def main(argv=None):
         raw_cpu, full_cpu = cpu_medians.values()
         print(f"ratio pipeline / raw decoding: {full / raw:.2f}x in images/s (target >= 0.85x), "
               f"{raw_cpu / full_cpu:.2f}x in images per CPU-second")
-        print(f"(load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
-              "other processes slow both the same way, as they alternate)")
-        del runs, pipeline, iterator  # stop the background threads before the files go
-        gc.collect()
+        print(f"(load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+              "the two alternate, so other processes slow both alike)")
 
 
 if __name__ == "__main__":

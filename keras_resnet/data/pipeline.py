@@ -1,13 +1,15 @@
-"""make_dataset: source -> (skip the unreadable) decode and augment -> batch -> normalise.
+"""make_dataset: source -> decode, augment, normalise (skipping the unreadable) -> batch.
 
 Training streams are sharded per worker, shuffled, repeated forever and augmented; evaluation
 streams are one deterministic pass over every example. Images come out as float32
 (batch, height, width, 3), exactly (pixels - info.mean) / info.std; labels as int32 (batch,).
 
-A corrupt or unreadable image must not stop a run: images are decoded in small blocks, each
-an inner dataset that drops failing images (ignore_errors) and ends with a marker saying how
-many it dropped; the markers feed a SkipCounter and a logged warning, then are filtered out.
-Paying the inner dataset per block rather than per image keeps the cost within a few percent.
+A corrupt or unreadable image must not stop a run. Examples are numbered before the parallel
+decode, which keeps their order; images that fail are dropped (ignore_errors), and the gaps
+in the numbering, seen right after, are counted in a SkipCounter and logged. A finite stream
+ends with a sentinel (a tiny valid image, label -1, filtered out) so that failures at its very
+end are counted too. Keeping the order costs nothing measurable here; nested per-image
+datasets, the usual alternative, cost about 10% of throughput.
 """
 
 import tensorflow as tf
@@ -16,7 +18,8 @@ from keras_resnet.data import preprocessing, sources
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPLITS = ("train", "validation", "test")
-_SKIP_BLOCK = 32  # images per inner dataset of the skipping decode
+# The sentinel that ends finite streams: an 8x8 grey PNG, decodable by every view.
+_SENTINEL_LABEL = -1
 
 
 class SkipCounter:
@@ -71,7 +74,10 @@ def _image_fn(source, info, training, augmentation, eval_mode, image_size, light
     crop_fraction = info.center_crop_fraction
 
     def fn(data, label, seed):
-        encoded = tf.io.read_file(data) if source.yields_paths else data
+        if source.yields_paths:
+            encoded = tf.cond(label == _SENTINEL_LABEL, lambda: data, lambda: tf.io.read_file(data))
+        else:
+            encoded = data
         if training:
             image = preprocessing.train_image(
                 encoded, seed, augmentation=augmentation, image_size=image_size,
@@ -93,38 +99,26 @@ def _image_fn(source, info, training, augmentation, eval_mode, image_size, light
     return fn
 
 
-def _map_skipping(ds, fn, counter, deterministic, name):
+def _sentinel_image():
+    return tf.io.encode_png(tf.fill([8, 8, 3], tf.constant(128, tf.uint8)))
+
+
+def _map_skipping(ds, fn, counter, name, finite):
     """ds of (data, label, seed) -> fn's (images, label), without the examples fn fails on,
     which are counted in `counter` and logged."""
-
-    def block(data, labels, seeds):
-        inner = tf.data.Dataset.from_tensor_slices((data, labels, seeds)).map(fn).ignore_errors()
-        dummy = tf.nest.map_structure(
-            lambda spec: tf.zeros([d if d is not None else 1 for d in spec.shape], spec.dtype),
-            inner.element_spec,
-        )
-        marked = inner.map(lambda images, label: (images, label, True)).concatenate(
-            tf.data.Dataset.from_tensors((*dummy, False))
-        )
-        total = tf.shape(labels, out_type=tf.int64)[0]
-
-        def count(passed, element):
-            images, label, real = element
-            passed += tf.cast(real, tf.int64)
-            missing = tf.where(real, tf.constant(0, tf.int64), total - passed)
-            return passed, (images, label, real, missing)
-
-        return marked.scan(tf.constant(0, tf.int64), count)
-
-    ds = ds.batch(_SKIP_BLOCK).interleave(
-        block,
-        cycle_length=sources._cycle_length(),
-        block_length=_SKIP_BLOCK + 1,
+    if finite:
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(
+            (_sentinel_image(), tf.constant(_SENTINEL_LABEL), tf.zeros([2], tf.int64))))  # fmt: skip
+    ds = ds.enumerate().map(
+        lambda index, example: (*fn(*example), index),
         num_parallel_calls=AUTOTUNE,
-        deterministic=deterministic,
-    )
+        deterministic=True,  # the gaps in the numbering are the skipped images
+    ).ignore_errors()
 
-    def account(images, label, real, missing):
+    def account(last_index, element):
+        images, label, index = element
+        missing = index - last_index - 1
+
         def add_and_log():
             total = counter.variable.assign_add(missing)
             warn = tf.print(
@@ -141,10 +135,12 @@ def _map_skipping(ds, fn, counter, deterministic, name):
 
         done = tf.cond(missing > 0, add_and_log, lambda: tf.constant(0, tf.int64))
         with tf.control_dependencies([done]):
-            return images, label, tf.identity(real)
+            return index, (images, tf.identity(label))
 
-    ds = ds.map(account).filter(lambda images, label, real: real)
-    return ds.map(lambda images, label, real: (images, label))
+    ds = ds.scan(tf.constant(-1, tf.int64), account)
+    if finite:
+        ds = ds.filter(lambda images, label: label != _SENTINEL_LABEL)
+    return ds
 
 
 def _synthetic(info, split, *, batch_size, image_size, training, eval_mode, input_context,
@@ -249,9 +245,12 @@ def make_dataset(
         )
         fn = _image_fn(source, info, training, augmentation, eval_mode, image_size, lighting)
         counter = skipped if skipped is not None else SkipCounter()
-        ds = _map_skipping(ds, fn, counter, ordered, name)
+        ds = _map_skipping(ds, fn, counter, name, finite=not training)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
     options.deterministic = ordered
     options.experimental_optimization.map_parallelization = True
+    # Parallelism comes from tf.data's parallel calls; ops that also split themselves across
+    # the cores (resize, normalise) only add contention (about 10% of throughput on 2 cores).
+    options.threading.max_intra_op_parallelism = 1
     return ds.with_options(options).prefetch(AUTOTUNE)

@@ -211,7 +211,10 @@ def resolve_archive(path):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         temporary = f"{target}.tmp-{os.getpid()}"
         with tarfile.open(path) as archive:
-            archive.extractall(temporary, filter="data")
+            try:
+                archive.extractall(temporary, filter="data")  # no links or paths outside
+            except TypeError:  # Python without extraction filters (before 3.10.12)
+                archive.extractall(temporary)
         try:
             os.rename(temporary, target)
         except OSError:  # another process finished first

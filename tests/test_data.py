@@ -538,8 +538,9 @@ def test_synthetic_data_shapes():
     assert int(evaluation.cardinality()) == -(-50_000 // 4096)
     *_, (last_images, last_labels) = evaluation
     assert last_labels.shape == (50_000 % 4096,)
-    images, _ = next(iter(data.make_dataset("synthetic", "validation", batch_size=2,
-                                            image_size=16, training=False, eval_mode="ten_crop")))  # fmt: skip
+    ten_crop = data.make_dataset("synthetic", "validation", batch_size=2, image_size=16,
+                                 training=False, eval_mode="ten_crop")  # fmt: skip
+    images, _ = next(iter(ten_crop))
     assert images.shape == (2, 10, 16, 16, 3)
 
 

@@ -2,9 +2,9 @@
 
 Every function here works on one encoded image (a scalar string tensor) and returns float32
 pixels on the 0..255 scale; `normalize` then gives `(image - mean) / std` per channel (the
-pipeline applies it to each image right after its resize, where it is cheapest). Random choices come from stateless ops driven by a per-image
-`seed` (an int64 tensor of shape [2]), so a seeded pipeline gives the same pixels however
-many threads decode it.
+pipeline applies it to each image right after its resize, where it is cheapest). Random
+choices come from stateless ops driven by a per-image `seed` (an int64 tensor of shape [2]),
+so a seeded pipeline gives the same pixels however many threads decode it.
 
 The paper's scale augmentation (shorter side resized to a random S in [256, 480], then a
 random 224x224 crop) is computed as a crop window in *source* pixels: a 224-pixel square

@@ -40,7 +40,9 @@ DATASETS = (
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # (0.485, 0.456, 0.406) x 255
 IMAGENET_STD = (58.395, 57.12, 57.375)  # (0.229, 0.224, 0.225) x 255
 # Over the 50,000 CIFAR-10 training images (the usual 0.4914, 0.4822, 0.4465 and
-# 0.2470, 0.2435, 0.2616 times 255; the 45k training part differs in the 3rd decimal).
+# 0.2470, 0.2435, 0.2616 times 255). The JPEG re-encoding in cifar10-jpg.tar.gz shifts them a
+# little (measured: mean 124.14, 122.96, 112.57; std 62.50, 61.85, 66.43): the same numbers
+# serve both, so a model moves between the two sources unchanged.
 CIFAR10_MEAN = (125.307, 122.950, 113.865)
 CIFAR10_STD = (62.993, 62.089, 66.705)
 CIFAR10_CLASSES = (
@@ -321,7 +323,8 @@ class TFRecordSource:
         if not self.files["train"]:
             raise FileNotFoundError(
                 f"{name}: no TFRecord shards {os.path.join(data_dir, 'train-*-of-*')}; expected "
-                "ImageNet TFRecord shards named train-00000-of-01024, ..., validation-00000-of-00128"
+                "ImageNet TFRecord shards named train-00000-of-01024, ..., "
+                "validation-00000-of-00128"
             )
         for files in self.files.values():
             if files:
@@ -335,7 +338,7 @@ class TFRecordSource:
         if standard:
             counts = IMAGENET_TRAIN_EXAMPLES, IMAGENET_VALIDATION_EXAMPLES
         else:
-            counts = [sum(_count_records(f) for f in self.files[s]) for s in ("train", "validation")]
+            counts = [sum(map(_count_records, self.files[s])) for s in ("train", "validation")]
         self.info = _imagenet_like(name, class_names, *counts, data_dir=data_dir,
                                    image_size=default_image_size)  # fmt: skip
 
@@ -440,8 +443,8 @@ class FolderSource:
         self._make_info(name, class_names)
 
     def _make_info(self, name, class_names):
-        self.info = _imagenet_like(name, class_names, len(self.items["train"]),
-                                   len(self.items.get("validation", ())), data_dir=self.data_dir)  # fmt: skip
+        counts = len(self.items["train"]), len(self.items.get("validation", ()))
+        self.info = _imagenet_like(name, class_names, *counts, data_dir=self.data_dir)
 
     def examples(self, split, options):
         if split not in self.items:
@@ -480,7 +483,8 @@ class Cifar10FolderSource(FolderSource):
         by_class = {}
         for path, label in items:  # already sorted by class, then file name
             by_class.setdefault(label, []).append((path, label))
-        cut = {label: len(c) - len(c) // CIFAR10_VALIDATION_FRACTION for label, c in by_class.items()}
+        cut = {label: len(c) - len(c) // CIFAR10_VALIDATION_FRACTION
+               for label, c in by_class.items()}  # fmt: skip
         self.items = {
             "train": [item for label, c in by_class.items() for item in c[: cut[label]]],
             "validation": [item for label, c in by_class.items() for item in c[cut[label]:]],
@@ -520,13 +524,15 @@ class TfdsSource:
         try:
             builder = tfds.builder(tfds_name, data_dir=data_dir)
         except Exception as error:  # noqa: BLE001  (tfds raises its own not-found types)
-            raise ValueError(f"{name}: tensorflow-datasets has no dataset {tfds_name!r}: {error}") from None
+            raise ValueError(
+                f"{name}: tensorflow-datasets has no dataset {tfds_name!r}: {error}"
+            ) from None
         self.builder = builder
         try:
             builder.download_and_prepare()
         except Exception as error:  # noqa: BLE001
-            manual = os.path.join(builder.data_dir_root if hasattr(builder, "data_dir_root")
-                                  else (data_dir or "~/tensorflow_datasets"), "downloads", "manual")  # fmt: skip
+            root = getattr(builder, "data_dir_root", None) or data_dir or "~/tensorflow_datasets"
+            manual = os.path.join(root, "downloads", "manual")
             hint = ""
             if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
                 hint = f" This dataset needs files downloaded by hand into {manual}: " + " ".join(
@@ -625,7 +631,8 @@ class TfdsSource:
         if num_pipelines > 1 and not by_file:
             ds = ds.shard(num_pipelines, pipeline_id)
         if options.training:
-            ds = ds.shuffle(options.shuffle_buffer, seed=options.seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(options.shuffle_buffer, seed=options.seed,
+                            reshuffle_each_iteration=True)  # fmt: skip
         return ds
 
 

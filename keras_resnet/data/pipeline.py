@@ -211,7 +211,9 @@ def make_dataset(
       preprocessing.multi_scale_sides(image_size) (224, 256, 384, 480, 640 at 224), each the
       whole image with its aspect ratio kept: batch_size must be 1.
     seed / deterministic: deterministic=True gives the same stream every time for one seed
-      (seed 0 if None) at some cost in speed; the default is the fast, unordered mode.
+      (seed 0 if None): seeded shuffles, files read in a fixed order. The default reads files
+      in whatever order they arrive (options.deterministic False), which is faster; seed then
+      still fixes the shuffles and augmentations, not the exact order.
     skipped: a SkipCounter; corrupt or unreadable images are dropped, counted there and
       logged (always dropped and logged, counter or not).
     shuffle_buffer: examples in the shuffle buffer of record-based sources (file-list sources

@@ -28,7 +28,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_resnet import data  # noqa: E402
-from keras_resnet.data import demo  # noqa: E402
+from keras_resnet.data import demo, host_memory  # noqa: E402
 
 
 def natural_image(rng, height, width):
@@ -150,6 +150,8 @@ def main(argv=None):
         raw_cpu, full_cpu = cpu_medians.values()
         print(f"ratio pipeline / raw decoding: {full / raw:.2f}x in images/s (target >= 0.85x), "
               f"{raw_cpu / full_cpu:.2f}x in images per CPU-second")
+        print(f"malloc thresholds raised by keras_resnet.data (host_memory.py): "
+              f"{host_memory._done}")
         print(f"(load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
               "the two alternate, so other processes slow both alike)")
 

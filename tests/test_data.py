@@ -636,3 +636,13 @@ def test_the_data_package_does_not_use_absl():
     for path in package.glob("*.py"):
         text = path.read_text()
         assert "import absl" not in text and "from absl" not in text, path
+
+
+def test_malloc_tuning_can_be_turned_off(monkeypatch):
+    from keras_resnet.data import host_memory
+
+    monkeypatch.setattr(host_memory, "_done", None)
+    monkeypatch.setenv("KERAS_RESNET_TUNE_MALLOC", "0")
+    assert host_memory.reuse_freed_buffers() is False
+    monkeypatch.setattr(host_memory, "_done", True)
+    assert host_memory.reuse_freed_buffers() is True  # once per process

@@ -16,7 +16,7 @@ import numbers
 
 import tensorflow as tf
 
-from keras_resnet.data import preprocessing, sources
+from keras_resnet.data import host_memory, preprocessing, sources
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPLITS = ("train", "validation", "test")
@@ -237,6 +237,7 @@ def make_dataset(
                         training=training, eval_mode=eval_mode, input_context=input_context,
                         seed=seed, drop_remainder=drop_remainder)  # fmt: skip
     else:
+        host_memory.reuse_freed_buffers()  # batches above 32 MB: see host_memory.py
         read = sources.ReadOptions(training=training, input_context=input_context, seed=seed,
                                    deterministic=ordered, shuffle_buffer=shuffle_buffer)  # fmt: skip
         ds = source.examples(split, read)

@@ -49,7 +49,9 @@ def keras_reference(model, mean, std, top_k):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def predict(images):
-        logits = tf.cast(model(preprocessing.normalize(images, mean, std), training=False), tf.float32)
+        logits = tf.cast(
+            model(preprocessing.normalize(images, mean, std), training=False), tf.float32
+        )
         probabilities = tf.nn.softmax(logits)
         return probabilities, tf.math.top_k(probabilities, k=top_k).indices
 
@@ -68,7 +70,9 @@ def seconds_per_call(fn, arguments, calls):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--image_size", type=int, default=None, help="default: 224 ImageNet nets, 32 CIFAR")
+    parser.add_argument(
+        "--image_size", type=int, default=None, help="default: 224 ImageNet nets, 32 CIFAR"
+    )
     parser.add_argument("--batch_size", type=int, default=32, help="throughput batch")
     parser.add_argument("--latency_calls", type=int, default=None, help="batch-1 calls per round")
     parser.add_argument("--throughput_calls", type=int, default=3, help="batch calls per round")
@@ -123,19 +127,26 @@ def main():
             one = keras_input[1] if name == "keras" else inputs[1]
             many = keras_input[args.batch_size] if name == "keras" else inputs[args.batch_size]
             latency[name].append(seconds_per_call(fn, one, latency_calls) * 1000)
-            throughput[name].append(args.batch_size / seconds_per_call(fn, many, args.throughput_calls))
+            throughput[name].append(
+                args.batch_size / seconds_per_call(fn, many, args.throughput_calls)
+            )
 
     print(f"{args.model} {size}x{size}, float32, TensorFlow {tf.__version__}, "
           f"{os.cpu_count()} CPUs, median of {args.repeats} alternating rounds")  # fmt: skip
-    print(f"{'':14}{'latency, batch 1':>18}{'ratio':>8}{f'throughput, batch {args.batch_size}':>26}{'ratio':>8}")
+    print(
+        f"{'':14}{'latency, batch 1':>18}{'ratio':>8}"
+        f"{f'throughput, batch {args.batch_size}':>26}{'ratio':>8}"
+    )
     base_latency = statistics.median(latency["keras"])
     base_throughput = statistics.median(throughput["keras"])
     for name in candidates:
         ms, rate = statistics.median(latency[name]), statistics.median(throughput[name])
         print(f"{name:14}{ms:15.1f} ms{ms / base_latency:7.2f}x{rate:20.1f} img/s"
               f"{rate / base_throughput:7.2f}x")  # fmt: skip
-    print("latency ratio: time per call against keras (lower is better); throughput ratio: "
-          "images/s against keras (higher is better)")
+    print(
+        "latency ratio: time per call against keras (lower is better); throughput ratio: "
+        "images/s against keras (higher is better)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Exports a trained model as a SavedModel for TensorFlow Serving: BASE/<version>/.
 
     python export/saved_model.py --model_dir=runs/resnet50 --output=serving/resnet50
-    python export/saved_model.py --model_dir=runs/resnet56 --checkpoint=runs/resnet56/checkpoints/ckpt-64 \\
+    python export/saved_model.py --model_dir=runs/resnet56 \\
+        --checkpoint=runs/resnet56/checkpoints/ckpt-64 \\
         --output=serving/resnet56 --version=3 --top_k=3
     python export/saved_model.py --model=resnet50 --weights=resnet50.weights.h5 \\
         --class_names_file=labels.txt --output=serving/resnet50
@@ -28,19 +29,36 @@ flags.DEFINE_string("checkpoint", None, "Checkpoint path prefix in the run; defa
 flags.DEFINE_string("output", None, "Base folder; the SavedModel goes to <output>/<version>/.")
 flags.DEFINE_integer("version", None, "Version number; default: one more than the highest there.")
 flags.DEFINE_integer("top_k", 5, "How many classes `classes` and `class_names` return.")
-flags.DEFINE_float("crop_fraction", None,
-                   "Share of the shorter side serve_image_bytes keeps before resizing; default: "
-                   "the run's evaluation value (0.875 ImageNet-like data, 1 CIFAR-10).")
+flags.DEFINE_float(
+    "crop_fraction",
+    None,
+    "Share of the shorter side serve_image_bytes keeps before resizing; default: "
+    "the run's evaluation value (0.875 ImageNet-like data, 1 CIFAR-10).",
+)
 flags.DEFINE_bool("onnx", False, "Also write model.onnx (needs tf2onnx and onnxruntime).")
 # Without a training run: a model by name and a Keras weights file.
-flags.DEFINE_string("model", None, "Model name (e.g. resnet50) when exporting --weights without a run.")
+flags.DEFINE_string(
+    "model", None, "Model name (e.g. resnet50) when exporting --weights without a run."
+)
 flags.DEFINE_string("weights", None, "Keras weights file (.weights.h5 or .keras) for --model.")
-flags.DEFINE_integer("image_size", None, "Input size for --model; default 224 (ImageNet nets), 32 (CIFAR).")
-flags.DEFINE_integer("num_classes", None, "Classes for --model; default: the class names file's count, "
-                     "else 1000 (ImageNet nets) or 10 (CIFAR).")
-flags.DEFINE_string("class_names_file", None, "Class names for --model, one per line, in label order.")
-flags.DEFINE_list("mean", None, "Per-channel RGB mean (0..255) for --model; default: the family's dataset.")
-flags.DEFINE_list("std", None, "Per-channel RGB std (0..255) for --model; default: the family's dataset.")
+flags.DEFINE_integer(
+    "image_size", None, "Input size for --model; default 224 (ImageNet nets), 32 (CIFAR)."
+)
+flags.DEFINE_integer(
+    "num_classes",
+    None,
+    "Classes for --model; default: the class names file's count, "
+    "else 1000 (ImageNet nets) or 10 (CIFAR).",
+)
+flags.DEFINE_string(
+    "class_names_file", None, "Class names for --model, one per line, in label order."
+)
+flags.DEFINE_list(
+    "mean", None, "Per-channel RGB mean (0..255) for --model; default: the family's dataset."
+)
+flags.DEFINE_list(
+    "std", None, "Per-channel RGB std (0..255) for --model; default: the family's dataset."
+)
 flags.DEFINE_enum("shortcut", None, ["A", "B", "C"], "Shortcut option of --model's weights.")
 flags.DEFINE_enum("stride_position", None, ["1x1", "3x3"], "Bottleneck stride position of --model.")
 
@@ -127,11 +145,17 @@ def main(argv):
     except (ValueError, FileNotFoundError, export.ExportError) as error:
         sys.exit(f"error: {error}")
     print(f"exported {path}")
-    print(f"  {export.IMAGES_SIGNATURE}: {export.IMAGES_INPUT} float32 (batch, size, size, 3), 0..255 RGB")
+    print(
+        f"  {export.IMAGES_SIGNATURE}: {export.IMAGES_INPUT} float32 (batch, size, size, 3), "
+        "0..255 RGB"
+    )
     print(f"  {export.BYTES_SIGNATURE}: {export.BYTES_INPUT} string (batch,), encoded JPEG/PNG")
     print(f"  outputs: {', '.join(export.OUTPUTS)}")
     if FLAGS.onnx:
-        print(f"  {os.path.join(path, export.ONNX_FILE)}: serving_default as ONNX, checked with onnxruntime")
+        print(
+            f"  {os.path.join(path, export.ONNX_FILE)}: serving_default as ONNX, "
+            "checked with onnxruntime"
+        )
 
 
 if __name__ == "__main__":

@@ -99,8 +99,7 @@ class ServingModule(tf.Module):
         num_classes = model.output_shape[-1]
         if len(class_names) != num_classes:
             raise ValueError(
-                f"class_names has {len(class_names)} names for a model with {num_classes} "
-                "classes"
+                f"class_names has {len(class_names)} names for a model with {num_classes} classes"
             )
         if len(mean) != 3 or len(std) != 3:
             raise ValueError(f"mean and std need 3 values (RGB), got {mean} and {std}")
@@ -399,12 +398,10 @@ def export_weights(
     if class_names is None and class_names_file is not None:
         class_names = read_class_names(class_names_file)
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
-        raise ValueError(
-            f"{len(class_names)} class names for num_classes={num_classes}"
-        )
+        raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}")
     if num_classes is None:
-        num_classes = len(class_names) if class_names is not None else (
-            1000 if family == "imagenet" else 10
+        num_classes = (
+            len(class_names) if class_names is not None else (1000 if family == "imagenet" else 10)
         )
     if class_names is None:
         class_names = sources.class_placeholder_names(num_classes)

@@ -72,7 +72,9 @@ def make_run(model_dir, precision="float32", strategy=None, seed=0):
                 with tf.GradientTape() as tape:
                     logits = tf.cast(model(images, training=True), tf.float32)
                     loss = tf.reduce_mean(
-                        keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+                        keras.losses.sparse_categorical_crossentropy(
+                            labels, logits, from_logits=True
+                        )
                     )
                 grads = tape.gradient(loss, model.trainable_variables)
                 optimizer.apply(grads, model.trainable_variables)
@@ -223,7 +225,9 @@ except tf.errors.InvalidArgumentError as error:
 # Still serving after the bad request.
 again = loaded.signatures["serve_image_bytes"](image_bytes=tf.constant(encoded[:1]))
 result["after_bad_probabilities"] = again["probabilities"].numpy()
-result["modules"] = np.array(sorted(m for m in sys.modules if m.split(".")[0] in ("keras_resnet", "keras")))
+result["modules"] = np.array(
+    sorted(m for m in sys.modules if m.split(".")[0] in ("keras_resnet", "keras"))
+)
 np.savez(work + "/result.npz", **result)
 '''
 
@@ -362,20 +366,32 @@ def test_saved_model_cli_lists_both_signatures(exported):
         signatures[name] = body
     assert {"serving_default", "serve_image_bytes"} <= set(signatures), text
     shapes = {"serving_default": "(-1, 32, 32, 3)", "serve_image_bytes": "(-1)"}
-    inputs = {"serving_default": ("images", "DT_FLOAT"), "serve_image_bytes": ("image_bytes", "DT_STRING")}
+    inputs = {
+        "serving_default": ("images", "DT_FLOAT"),
+        "serve_image_bytes": ("image_bytes", "DT_STRING"),
+    }
     for name, body in signatures.items():
         if name not in inputs:
             continue
-        given, returned = body.split("The given SavedModel SignatureDef contains the following output(s):")
+        given, returned = body.split(
+            "The given SavedModel SignatureDef contains the following output(s):"
+        )
         input_name, dtype = inputs[name]
-        assert f"inputs['{input_name}'] tensor_info:\n        dtype: {dtype}\n        shape: {shapes[name]}" in given, body
+        assert (
+            f"inputs['{input_name}'] tensor_info:\n        dtype: {dtype}\n"
+            f"        shape: {shapes[name]}"
+            in given
+        ), body
         for output, dtype, shape in (
             ("probabilities", "DT_FLOAT", "(-1, 10)"),
             ("logits", "DT_FLOAT", "(-1, 10)"),
             ("classes", "DT_INT32", "(-1, 5)"),
             ("class_names", "DT_STRING", "(-1, 5)"),
         ):
-            assert f"outputs['{output}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}" in returned, body
+            assert (
+                f"outputs['{output}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}"
+                in returned
+            ), body
 
 
 def test_metadata_beside_the_model(exported, run_dir):
@@ -449,7 +465,9 @@ def test_mixed_precision_model_exports_float32(tmp_path):
     expected = keras_probabilities(reference_model(run), images)
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
     # bfloat16 has 8 bits of mantissa: the mixed model agrees only roughly.
-    np.testing.assert_allclose(out["probabilities"].numpy(), keras_probabilities(mixed, images), atol=0.1)
+    np.testing.assert_allclose(
+        out["probabilities"].numpy(), keras_probabilities(mixed, images), atol=0.1
+    )
 
 
 def test_export_weights_without_a_run(run_dir, tmp_path):
@@ -471,7 +489,9 @@ def test_export_weights_without_a_run(run_dir, tmp_path):
     assert path.endswith(os.sep + "7")
     images = sample_images(2)
     out = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
-    np.testing.assert_allclose(out["probabilities"].numpy(), keras_probabilities(model, images), atol=1e-5)
+    np.testing.assert_allclose(
+        out["probabilities"].numpy(), keras_probabilities(model, images), atol=1e-5
+    )
     assert out["class_names"].numpy()[0, 0].decode().startswith("shape ")
 
 
@@ -516,5 +536,18 @@ def test_missing_run_and_checkpoint_are_clear_errors(run_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="run.json"):
         export.export_run(str(tmp_path), str(tmp_path / "serving"))
     with pytest.raises(FileNotFoundError, match="ckpt-9"):
-        export.export_run(run_dir, str(tmp_path / "serving"), checkpoint=f"{run_dir}/checkpoints/ckpt-9")
+        export.export_run(
+            run_dir, str(tmp_path / "serving"), checkpoint=f"{run_dir}/checkpoints/ckpt-9"
+        )
     assert not os.path.exists(tmp_path / "serving" / "1")
+
+
+def test_crop_fraction_follows_the_run():
+    # run.json's center_crop_fraction (written by the trainer) wins; older runs fall back on
+    # the dataset's kind, then the model family.
+    assert export.default_crop_fraction(dict(RUN_CONFIG, center_crop_fraction=0.8)) == 0.8
+    assert export.default_crop_fraction(dict(RUN_CONFIG, dataset="cifar10")) == 1.0
+    assert export.default_crop_fraction(dict(RUN_CONFIG, dataset="demo")) == 0.875
+    assert export.default_crop_fraction(dict(RUN_CONFIG, dataset="tfds:x")) == 1.0  # resnet20
+    resnet50 = dict(RUN_CONFIG, dataset="tfds:x", model="resnet50")
+    assert export.default_crop_fraction(resnet50) == 0.875

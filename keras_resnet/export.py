@@ -26,6 +26,9 @@ Outputs are float32 whatever precision the model was trained in: the export mode
 under the float32 policy (checkpoints keep float32 variables under every policy) and the
 checkpoint's "model" object is read into it, so a model trained under any strategy or
 precision exports the same way.
+
+onnx=True also writes model.onnx (the serving_default computation, via tf2onnx) into the
+version folder, checked against the SavedModel with onnxruntime before the folder appears.
 """
 
 import contextlib

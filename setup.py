@@ -17,9 +17,15 @@ setup(
         "tensorflow-datasets>=4.9",
         "tensorboard>=2.16",
         "absl-py>=1.0",
+        # The plain-vs-residual figures (keras_resnet.plot, trainers/compare.py).
+        "matplotlib>=3.5",
+        # Reading torchvision/timm checkpoints without torch (keras_resnet.pretrained).
+        "safetensors>=0.4",
     ],
     extras_require={
         "test": ["pytest>=7"],
+        # Optional ONNX copy of an export, checked with onnxruntime.
+        "onnx": ["tf2onnx>=1.16", "onnxruntime>=1.17"],
     },
     license="Apache-2.0",
 )

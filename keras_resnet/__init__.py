@@ -5,7 +5,8 @@
     model = keras_resnet.build("plain56")
 
 Submodules (imported on use): data (tf.data pipelines), training (the distributed loop),
-export (SavedModels for serving), analysis (plain-vs-residual plots and tables).
+runs (the run-folder contract), plot (plain-vs-residual figures and tables), export
+(SavedModels for serving), pretrained and convert (torchvision/timm checkpoints).
 """
 
 from keras_resnet.blocks import ZeroPadShortcut, block

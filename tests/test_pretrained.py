@@ -366,3 +366,19 @@ def test_parity_with_torchvision(depth, tmp_path):
     np.testing.assert_array_equal(
         np.argsort(-got, axis=1)[:, :5], np.argsort(-expected, axis=1)[:, :5]
     )
+
+
+def test_export_applies_torchvision_preprocessing(resnet18, resnet18_file, tmp_path):
+    """A SavedModel exported from a torchvision file takes 0..255 RGB and normalises it as
+    torchvision does, inside the graph."""
+    import tensorflow as tf
+
+    from keras_resnet import export
+
+    path = export.export_weights(
+        "resnet18", resnet18_file, str(tmp_path / "serving"), image_size=SMALL[0]
+    )
+    x = images(2)
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))
+    expected = resnet18(pretrained.preprocess_input(x)).numpy()
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)

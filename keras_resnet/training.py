@@ -72,6 +72,7 @@ class TrainConfig:
     jit_compile: str = "auto"
     steps_per_execution: int = 1
     eval_every_epochs: int = 1  # 0: no evaluation during training
+    evaluate: bool = True  # False: no evaluation at all (e.g. throughput runs on synthetic data)
     final_eval_mode: str = "center"  # "ten_crop": the paper's 10-crop testing at the end
     log_every_steps: int = 100
     checkpoint_every_steps: Optional[int] = None  # None: at the end of every epoch
@@ -279,6 +280,44 @@ class _Totals:
         return loss / count, 1 - correct1 / count, 1 - correct5 / count, int(count)
 
 
+class _Throughput:
+    """Training images/second between metric reads, the only points where the loop waits for
+    the device. The clock restarts after each read (and the save, evaluation and summaries
+    that follow it), so these are not counted; the first interval of a process holds the
+    first call's tracing and allocation, so the overall figure leaves it out unless it is the
+    only one."""
+
+    def __init__(self, global_batch, step):
+        self.global_batch = global_batch
+        self.step = step
+        self.start = time.perf_counter()
+        self.first = True
+        self.steady_steps = 0
+        self.steady_seconds = 0.0
+        self.first_rate = float("nan")
+
+    def interval(self, step):
+        """Call right after a read: (images/s since the last one, whether it is the first)."""
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        rate = (step - self.step) * self.global_batch / seconds
+        first = self.first
+        if first:
+            self.first_rate = rate
+        else:
+            self.steady_steps += step - self.step
+            self.steady_seconds += seconds
+        self.first, self.step = False, step
+        return rate, first
+
+    def restart_clock(self):
+        self.start = time.perf_counter()
+
+    def images_per_second(self):
+        if not self.steady_steps:
+            return self.first_rate
+        return self.steady_steps * self.global_batch / self.steady_seconds
+
+
 def decayed_variables(model):
     """The variables the paper's weight decay applies to: conv and dense kernels, not BN."""
     return [v for v in model.trainable_variables if v.path.endswith("kernel")]
@@ -366,8 +405,9 @@ def train(config, strategy=None, log=print):
     """Trains `config.model` under `strategy`; resumes from `config.model_dir` if it has a run.
 
     Returns a dict with the final step, train loss and errors, validation errors (where the
-    dataset has a validation split), images/second, and `stopped_by_signal` (the signal
-    number when SIGTERM/SIGINT ended the run early, else None). Raises TrainingDiverged on
+    dataset has a validation split and config.evaluate is set), `images_per_second` (training
+    alone: see _Throughput), and `stopped_by_signal` (the signal number when SIGTERM/SIGINT
+    ended the run early, else None). Raises TrainingDiverged on
     a non-finite loss, leaving the last good checkpoint in place.
     """
     validate(config)
@@ -574,7 +614,7 @@ def train(config, strategy=None, log=print):
             shutil.rmtree(write_dir, ignore_errors=True)
         return path
 
-    has_validation = info.num_validation_examples > 0
+    has_validation = config.evaluate and info.num_validation_examples > 0
 
     def evaluate(step, eval_mode="center"):
         if replicas > 1:
@@ -607,7 +647,7 @@ def train(config, strategy=None, log=print):
     )
     iterator = iter(dataset_fn("train", training=True))
     result = dict(steps=step, stopped_by_signal=None, skipped_images=0)
-    last_log_time, last_log_step = time.time(), step
+    throughput = _Throughput(global_batch, step)
     checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
     train_metrics = {}
     with _SignalFlag() as signals:
@@ -629,12 +669,11 @@ def train(config, strategy=None, log=print):
                 if count and not math.isfinite(loss):
                     kept = tf.train.latest_checkpoint(checkpoint_dir)
                     raise TrainingDiverged(
-                        f"loss became {loss} between steps {last_log_step} and {step}; stopped "
+                        f"loss became {loss} between steps {throughput.step} and {step}; stopped "
                         f"without saving. The last good checkpoint is kept: {kept or 'none yet'}. "
                         "Lower --base_learning_rate or add --warmup_epochs."
                     )
-                now = time.time()
-                rate = (step - last_log_step) * global_batch / max(now - last_log_time, 1e-9)
+                rate, first = throughput.interval(step)
                 learning_rate = float(schedule(step - 1))
                 if count:
                     train_metrics = dict(loss=loss, top1_error=top1, top5_error=top5)
@@ -648,10 +687,9 @@ def train(config, strategy=None, log=print):
                     log(
                         f"step {step}/{total_steps} epoch {step / steps_per_epoch:.2f}: loss "
                         f"{loss:.4f}  top-1 error {100 * top1:.2f}%  lr {learning_rate:.4g}  "
-                        f"{rate:.1f} images/s"
+                        f"{rate:.1f} images/s" + (" (includes tracing)" if first else "")
                     )
-                last_log_time, last_log_step = now, step
-                result["images_per_second"] = rate
+                result["images_per_second"] = throughput.images_per_second()
 
             if epoch_end:
                 epoch.assign(step // steps_per_epoch)
@@ -675,7 +713,8 @@ def train(config, strategy=None, log=print):
                 and (step // steps_per_epoch) % config.eval_every_epochs == 0
             ):
                 result["validation"] = evaluate(step)
-                last_log_time = time.time()
+            if should_save or step % config.log_every_steps == 0:
+                throughput.restart_clock()  # saves, evaluations and summaries are not training
 
     if replicas > 1 and step > result["steps"]:
         average_moving_statistics()

@@ -66,6 +66,9 @@ def define_flags(**defaults):
     flags.DEFINE_integer("steps_per_execution", default("steps_per_execution", 1),
                          "Training steps per tf.function call.")
     flags.DEFINE_integer("eval_every_epochs", 1, "Evaluate every N epochs (0: only at the end).")
+    flags.DEFINE_bool("evaluate", True,
+                      "Evaluate on the validation split (--noevaluate: never, e.g. to measure "
+                      "training throughput on --dataset=synthetic).")
     flags.DEFINE_enum("final_eval_mode", "center", ["center", "ten_crop"],
                       "Extra evaluation at the end: ten_crop is the paper's 10-crop testing.")
     flags.DEFINE_integer("log_every_steps", default("log_every_steps", 100), "Progress line every N steps.")

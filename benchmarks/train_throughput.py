@@ -1,0 +1,321 @@
+"""Training throughput: keras.applications and keras_resnet under model.fit, and the trainer.
+
+    python benchmarks/train_throughput.py                    # the defaults: about 13 minutes
+    python benchmarks/train_throughput.py --models resnet20 --repeats 5
+    python benchmarks/train_throughput.py --models resnet50 --precision mixed_bfloat16
+
+For each model it trains on synthetic data (`--dataset=synthetic`: one fixed random batch,
+no decoding) and times, in configurations that each run in a fresh process:
+  applications_fit  keras.applications.ResNet<depth>(weights=None) with model.fit: what a
+                    Keras user has today (ResNet-50/101/152 only);
+  keras_resnet_fit  the keras_resnet model with model.fit: the model's own cost;
+  trainer           keras_resnet.training.train, the loop behind trainers/*.py: the trainer's
+                    overhead on top of the model.
+The configurations alternate (A B C A B C ...) for --repeats rounds, so that a shared
+machine's noise shows in every one alike; the summary prints the median images/second of
+each, the ratios of the medians (with the range of the per-round ratios), and the peak
+resident memory of each process (from os.wait4, so the parent measures every child apart).
+
+Like with like: every configuration reads the same tf.data pipeline, uses SGD with momentum
+0.9 and the trainer's learning-rate schedule, and the trainer's weight decay (0.5 * wd *
+||w||^2 on conv and dense kernels, added to the loss; model.fit gets it through a
+compute_loss override), computes top-1 and top-5 accuracy as the trainer does, runs
+--steps_per_execution steps per tf.function call (the trainer's default: 1 for the ImageNet
+nets, 10 for the CIFAR ones), and leaves XLA off on CPU (where it is slower) as the trainer's
+--jit_compile=auto does. The first --warmup_steps (tracing, first-call allocation) are not
+timed; the trainer's own figure (its result's images_per_second) leaves out its first
+interval between metric reads in the same way, and its checkpoint save at the end.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+KINDS = ("applications_fit", "keras_resnet_fit", "trainer")
+APPLICATIONS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
+CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+# Per family: batch, image size, steps per execution (the trainers' defaults), warm-up steps,
+# timed steps. Chosen so that the default run finishes in under 15 minutes on 2 CPU cores.
+FAMILY_DEFAULTS = {
+    "imagenet": dict(batch_size=32, image_size=224, steps_per_execution=1, warmup_steps=2,
+                     steps=4),
+    "cifar": dict(batch_size=128, image_size=32, steps_per_execution=10, warmup_steps=10,
+                  steps=30),
+}  # fmt: skip
+RESULT_PREFIX = "RESULT "
+
+
+def family(model):
+    digits = "".join(c for c in model if c.isdigit())
+    return "cifar" if digits and int(digits) in CIFAR_DEPTHS else "imagenet"
+
+
+def settings(args, model):
+    """The flags for `model`, family defaults filling in what was not given."""
+    chosen = dict(FAMILY_DEFAULTS[family(model)])
+    for name in chosen:
+        if getattr(args, name) is not None:
+            chosen[name] = getattr(args, name)
+    spe = chosen["steps_per_execution"]
+    for name in ("warmup_steps", "steps"):
+        if chosen[name] % spe:
+            sys.exit(f"--{name}: {chosen[name]} is not a multiple of --steps_per_execution {spe}")
+    return dict(chosen, model=model, precision=args.precision, jit_compile=args.jit_compile)
+
+
+# ---------------------------------------------------------------------------------------
+# Workers: one configuration, in this process; the result is one line on stdout.
+
+
+def train_config(s, model_dir):
+    from keras_resnet import training
+
+    return training.TrainConfig(
+        model_dir=model_dir,
+        model=s["model"],
+        dataset="synthetic",
+        image_size=s["image_size"],
+        batch_size=s["batch_size"],
+        train_steps=s["warmup_steps"] + s["steps"],
+        lr_reference_batch=128 if family(s["model"]) == "cifar" else 256,
+        mixed_precision=s["precision"],
+        jit_compile=s["jit_compile"],
+        steps_per_execution=s["steps_per_execution"],
+        # The first read ends the warm-up; each read after it ends a timed interval.
+        log_every_steps=s["warmup_steps"],
+        evaluate=False,
+    )
+
+
+def run_trainer(s):
+    from keras_resnet import training
+
+    with tempfile.TemporaryDirectory() as model_dir:
+        result = training.train(train_config(s, model_dir), log=lambda line: None)
+    return result["images_per_second"]
+
+
+def run_fit(s, kind):
+    import keras
+    import tensorflow as tf
+
+    from keras_resnet import data, models, training
+
+    info = data.dataset_info("synthetic")
+    config = train_config(s, model_dir="unused")
+    total = config.train_steps
+    schedule = training.make_schedule(config, info.num_train_examples // s["batch_size"], total)
+    shape = (s["image_size"], s["image_size"], 3)
+    keras.config.set_dtype_policy(s["precision"])
+    if kind == "applications_fit":
+        builder = getattr(keras.applications, APPLICATIONS[s["model"]])
+        model = builder(weights=None, input_shape=shape, classes=info.num_classes,
+                        classifier_activation=None)  # fmt: skip
+    else:
+        model = models.build(s["model"], input_shape=shape, classes=info.num_classes,
+                             classifier_activation=None)  # fmt: skip
+    kernels = training.decayed_variables(model)
+
+    class WithWeightDecay(keras.Model):
+        """The trainer's coupled decay on conv and dense kernels, added to fit's loss."""
+
+        def compute_loss(self, *args, **kwargs):
+            loss = super().compute_loss(*args, **kwargs)
+            return loss + training.weight_decay_loss(kernels, config.weight_decay)
+
+    model = WithWeightDecay(model.inputs, model.outputs, name=model.name)
+    jit = s["jit_compile"] == "on" or (
+        s["jit_compile"] == "auto" and bool(tf.config.list_logical_devices("GPU"))
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(schedule, momentum=config.momentum),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[
+            keras.metrics.SparseCategoricalAccuracy(),
+            keras.metrics.SparseTopKCategoricalAccuracy(5),
+        ],
+        steps_per_execution=s["steps_per_execution"],
+        jit_compile=jit,
+    )
+    dataset = data.make_dataset("synthetic", "train", batch_size=s["batch_size"],
+                                image_size=s["image_size"], training=True)  # fmt: skip
+
+    class Timer(keras.callbacks.Callback):
+        """Times from the end of the warm-up to the end, waiting for the device at both."""
+
+        times = {}
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch + 1 in (s["warmup_steps"], total):
+                float(logs["loss"])
+                self.times[batch + 1] = time.perf_counter()
+
+    model.fit(dataset, epochs=1, steps_per_epoch=total, callbacks=[Timer()], verbose=0)
+    seconds = Timer.times[total] - Timer.times[s["warmup_steps"]]
+    return s["steps"] * s["batch_size"] / seconds
+
+
+def run_input(s):
+    """The synthetic input pipeline alone, pulled inside a tf.function as the trainer does."""
+    import tensorflow as tf
+
+    from keras_resnet import data
+
+    iterator = iter(data.make_dataset("synthetic", "train", batch_size=s["batch_size"],
+                                      image_size=s["image_size"], training=True))  # fmt: skip
+
+    @tf.function
+    def pull(count):
+        for _ in tf.range(count):
+            next(iterator)
+
+    pull(tf.constant(2))
+    count = 500
+    start = time.perf_counter()
+    pull(tf.constant(count))
+    return count * s["batch_size"] / (time.perf_counter() - start)
+
+
+def worker(kind, s):
+    start = time.perf_counter()
+    if kind == "trainer":
+        rate = run_trainer(s)
+    elif kind == "input":
+        rate = run_input(s)
+    else:
+        rate = run_fit(s, kind)
+    print(RESULT_PREFIX + json.dumps(dict(images_per_second=rate,
+                                          seconds=time.perf_counter() - start)))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# The parent: alternate the configurations, each in a fresh process; summarise.
+
+
+def run_child(kind, s, timeout):
+    """(images/s, peak RSS in MB, wall seconds) of one configuration in its own process."""
+    command = [sys.executable, os.path.abspath(__file__), "--worker", kind,
+               "--worker_settings", json.dumps(s)]  # fmt: skip
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env)  # fmt: skip
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    output = process.stdout.read()
+    watchdog.cancel()
+    # wait4, not wait: the child's own rusage, so each configuration's peak RSS is its own.
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    results = [line for line in output.splitlines() if line.startswith(RESULT_PREFIX)]
+    if process.returncode or not results:
+        sys.exit(f"{kind} {s['model']} failed (exit {process.returncode}):\n{output[-4000:]}")
+    result = json.loads(results[-1][len(RESULT_PREFIX):])
+    return result["images_per_second"], usage.ru_maxrss / 1024, time.perf_counter() - start
+
+
+def summarise(runs, models, kinds_of):
+    """Prints the table of medians, the ratios and the peak memory."""
+    print("\nmodel      batch  size  precision        configuration      img/s  (min-max)"
+          "       peak RSS MB")
+    medians = {}
+    for model, s in models.items():
+        for kind in kinds_of[model]:
+            rates = [r[0] for r in runs[model, kind]]
+            memory = statistics.median(r[1] for r in runs[model, kind])
+            medians[model, kind] = statistics.median(rates)
+            print(f"{model:<10} {s['batch_size']:>5} {s['image_size']:>5}  {s['precision']:<16} "
+                  f"{kind:<17} {medians[model, kind]:>7.2f}  ({min(rates):.2f}-{max(rates):.2f})"
+                  f"  {memory:>8.0f}")
+    print()
+    for model in models:
+        kinds = kinds_of[model]
+        pairs = [(a, b) for a, b in (("trainer", "applications_fit"),
+                                     ("trainer", "keras_resnet_fit"),
+                                     ("keras_resnet_fit", "applications_fit"))
+                 if a in kinds and b in kinds]  # fmt: skip
+        for a, b in pairs:
+            per_round = [x[0] / y[0] for x, y in zip(runs[model, a], runs[model, b])]
+            memory = (statistics.median(r[1] for r in runs[model, a])
+                      / statistics.median(r[1] for r in runs[model, b]))  # fmt: skip
+            print(f"ratio {model} {a} / {b}: {medians[model, a] / medians[model, b]:.3f} "
+                  f"img/s (per round {min(per_round):.3f}-{max(per_round):.3f}), "
+                  f"peak RSS {memory:.3f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--models", default="resnet50,resnet20,resnet56",
+                        help="comma-separated keras_resnet model names")
+    parser.add_argument("--batch_size", type=int, help="default: 32 ImageNet nets, 128 CIFAR")
+    parser.add_argument("--image_size", type=int, help="default: 224 ImageNet nets, 32 CIFAR")
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    parser.add_argument("--jit_compile", default="auto", choices=("auto", "on", "off"),
+                        help="XLA, as the trainer's flag: auto is on for GPU only")
+    parser.add_argument("--steps_per_execution", type=int,
+                        help="default: the trainer's, 1 ImageNet nets, 10 CIFAR")
+    parser.add_argument("--warmup_steps", type=int, help="untimed; default 2 ImageNet, 10 CIFAR")
+    parser.add_argument("--steps", type=int, help="timed steps; default 4 ImageNet, 30 CIFAR")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="configurations to run")
+    parser.add_argument("--input_check", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the input pipeline alone, once per model")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per process")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker_settings", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, json.loads(args.worker_settings))
+        return
+
+    # Spelled as canonical_name does; the workers check the names (the parent imports no TF).
+    names = [name.lower().replace("-", "").replace("_", "") for name in args.models.split(",")]
+    models = {name: settings(args, name) for name in names}
+    wanted = args.kinds.split(",")
+    unknown = set(wanted) - set(KINDS)
+    if unknown:
+        sys.exit(f"--kinds: unknown {sorted(unknown)}; expected some of {KINDS}")
+    kinds_of = {
+        model: [k for k in KINDS if k in wanted and (k != "applications_fit"
+                                                      or model in APPLICATIONS)]
+        for model in models
+    }  # fmt: skip
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; " + ", ".join(
+        f"{m}: batch {s['batch_size']}, {s['image_size']}x{s['image_size']}, {s['precision']}, "
+        f"{s['steps_per_execution']} steps/execution, {s['warmup_steps']} warm-up + "
+        f"{s['steps']} timed steps" for m, s in models.items()), flush=True)  # fmt: skip
+
+    runs = {(model, kind): [] for model in models for kind in kinds_of[model]}
+    fastest = {}
+    started = time.perf_counter()
+    for round_index in range(args.repeats):
+        for model, s in models.items():
+            for kind in kinds_of[model]:
+                rate, memory, seconds = run_child(kind, s, args.timeout)
+                runs[model, kind].append((rate, memory))
+                fastest[model] = max(fastest.get(model, 0), rate)
+                print(f"round {round_index + 1}/{args.repeats} {model} {kind}: {rate:.2f} img/s,"
+                      f" peak RSS {memory:.0f} MB ({seconds:.0f} s)", flush=True)
+    if args.input_check:
+        for model, s in models.items():
+            rate, _, _ = run_child("input", s, args.timeout)
+            print(f"input pipeline alone, {model} batches: {rate:.0f} img/s, "
+                  f"{rate / fastest[model]:.0f}x the fastest training rate", flush=True)
+    summarise(runs, models, kinds_of)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s, load average now "
+          f"{os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -75,6 +75,7 @@ class TrainConfig:
     evaluate: bool = True  # False: no evaluation at all (e.g. throughput runs on synthetic data)
     final_eval_mode: str = "center"  # "ten_crop": the paper's 10-crop testing at the end
     log_every_steps: int = 100
+    profile_steps: Optional[tuple] = None  # (first, last): a profiler trace in model_dir/train
     checkpoint_every_steps: Optional[int] = None  # None: at the end of every epoch
     keep_checkpoints: int = 3
     seed: Optional[int] = None
@@ -113,6 +114,10 @@ def validate(config):
         fail("steps_per_execution", f"must be positive, got {config.steps_per_execution}")
     if config.image_size is not None and config.image_size < 8:
         fail("image_size", f"must be at least 8, got {config.image_size}")
+    if config.profile_steps is not None and (
+        len(config.profile_steps) != 2 or not 0 < config.profile_steps[0] <= config.profile_steps[1]
+    ):
+        fail("profile_steps", f"must be two steps 0 < first <= last, got {config.profile_steps}")
     if not config.model_dir:
         fail("model_dir", "is required")
     if config.base_learning_rate <= 0:
@@ -316,6 +321,37 @@ class _Throughput:
         if not self.steady_steps:
             return self.first_rate
         return self.steady_steps * self.global_batch / self.steady_seconds
+
+
+class _Profiler:
+    """A TensorFlow profiler trace of the training steps steps[0]..steps[1] (counted from 1,
+    rounded out to whole tf.function calls), for TensorBoard's Profile tab."""
+
+    def __init__(self, steps, logdir, is_chief):
+        self.steps = steps if is_chief else None
+        self.logdir = logdir
+        self.running = False
+
+    def before(self, first, last):
+        """Called before the tf.function call that runs steps first..last."""
+        if self.steps and not self.running and first <= self.steps[1] and last >= self.steps[0]:
+            tf.profiler.experimental.start(self.logdir)
+            self.running = True
+
+    def after(self, step):
+        if self.running and step >= self.steps[1]:
+            self.stop()
+
+    def stop(self):
+        if self.running:
+            tf.profiler.experimental.stop()
+            self.running = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 def decayed_variables(model):
@@ -590,9 +626,10 @@ def train(config, strategy=None, log=print):
     train_writer = validation_writer = None
     if strategy.extended.should_save_summary:
         train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
-        validation_writer = tf.summary.create_file_writer(
-            os.path.join(config.model_dir, "validation")
-        )
+        if config.evaluate:
+            validation_writer = tf.summary.create_file_writer(
+                os.path.join(config.model_dir, "validation")
+            )
         from tensorboard.plugins.hparams import api as hparams_api
 
         with train_writer.as_default():
@@ -650,13 +687,16 @@ def train(config, strategy=None, log=print):
     throughput = _Throughput(global_batch, step)
     checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
     train_metrics = {}
-    with _SignalFlag() as signals:
+    profiler = _Profiler(config.profile_steps, os.path.join(config.model_dir, "train"), is_chief)
+    with _SignalFlag() as signals, profiler:
         while step < total_steps:
             boundaries = [steps_per_epoch, config.log_every_steps, checkpoint_every]
             next_stop = min(min((step // b + 1) * b for b in boundaries), total_steps)
             chunk = min(config.steps_per_execution, next_stop - step)
+            profiler.before(step + 1, step + chunk)
             train_steps(iterator, tf.constant(chunk, tf.int64))
             step += chunk
+            profiler.after(step)
             if preemption is not None:
                 preemption.save_checkpoint_if_preempted()
 

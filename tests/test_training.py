@@ -152,6 +152,22 @@ def test_mixed_bfloat16_trains_on_cpu(tmp_path):
     assert all(w.dtype == np.float32 for w in weights)
 
 
+def test_throughput_run_on_synthetic_data_without_evaluation_and_with_a_profile(tmp_path):
+    lines = []
+    config = tiny_config(tmp_path, dataset="synthetic", train_steps=15, evaluate=False,
+                         profile_steps=(6, 10))  # fmt: skip
+    result = training.train(config, log=lines.append)
+    assert "validation" not in result and not os.path.exists(tmp_path / "validation")
+    progress = [line for line in lines if line.startswith("step ")]
+    assert len(progress) == 3
+    assert progress[0].endswith("(includes tracing)")
+    assert not any(line.endswith("(includes tracing)") for line in progress[1:])
+    # Training alone after the first interval: the rates of the two later lines, combined.
+    later = [float(line.split()[-2]) for line in progress[1:]]
+    assert min(later) * 0.99 <= result["images_per_second"] <= max(later) * 1.01
+    assert glob.glob(str(tmp_path / "train" / "plugins" / "profile" / "*" / "*.xplane.pb"))
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     training.train(tiny_config(tmp_path, train_steps=10))
     good = tf.train.latest_checkpoint(runs.checkpoint_dir(str(tmp_path)))
@@ -177,6 +193,7 @@ def test_resuming_a_different_model_is_refused(tmp_path):
         (["--dataset=folder"], "--data_dir"),
         (["--dataset=nosuchdata"], "--dataset"),
         (["--mixed_precision=float8"], "mixed_precision"),
+        (["--profile_steps=5"], "--profile_steps: must be two steps"),
     ],
 )
 def test_bad_flags_give_one_line_errors(tmp_path, flags, message):

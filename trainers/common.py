@@ -72,6 +72,9 @@ def define_flags(**defaults):
     flags.DEFINE_enum("final_eval_mode", "center", ["center", "ten_crop"],
                       "Extra evaluation at the end: ten_crop is the paper's 10-crop testing.")
     flags.DEFINE_integer("log_every_steps", default("log_every_steps", 100), "Progress line every N steps.")
+    flags.DEFINE_list("profile_steps", None,
+                      "first,last: a TensorFlow profiler trace of these training steps, in "
+                      "<model_dir>/train (TensorBoard's Profile tab).")
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
     flags.DEFINE_integer("checkpoint_every_steps", None, "Save every N steps too (default: every epoch).")
     flags.DEFINE_integer("seed", None, "Random seed (weights, data order).")
@@ -91,6 +94,8 @@ def config_from_flags(training):
     fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
     values = {name: FLAGS[name].value for name in fields if name in FLAGS and name != "model_options"}
     values["lr_decay_epochs"] = tuple(float(e) for e in values["lr_decay_epochs"] or ())
+    if values["profile_steps"] is not None:
+        values["profile_steps"] = tuple(int(s) for s in values["profile_steps"])
     if values["lr_decay_steps"] is not None:
         values["lr_decay_steps"] = tuple(int(s) for s in values["lr_decay_steps"])
     options = {name: FLAGS[name].value for name in MODEL_OPTION_FLAGS}

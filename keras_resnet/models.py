@@ -70,7 +70,9 @@ def load_weights(model, weights):
     if path == "imagenet":
         raise ValueError(
             "weights='imagenet' is not available: keras_resnet ships no pretrained weights. "
-            "Pass weights=None, or the path of a weights file saved from the same architecture."
+            "Pass weights=None, the path of a weights file saved from the same architecture, "
+            "or a torchvision/timm ImageNet checkpoint (.safetensors, .pth; see "
+            "keras_resnet.pretrained)."
         )
     if not os.path.exists(path):
         raise FileNotFoundError(f"weights file not found: {path}")

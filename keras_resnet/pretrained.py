@@ -19,8 +19,9 @@ The weights expect RGB images normalised as torchvision does: (image / 255 - (0.
 0.406)) / (0.229, 0.224, 0.225), which is `(image - TORCHVISION_MEAN) / TORCHVISION_STD` on
 the 0..255 scale (`preprocess_input`).
 
+    from keras_resnet import pretrained
     model = keras_resnet.ResNet50(weights="resnet50.safetensors")   # or .pth with torch
-    logits = model(keras_resnet.pretrained.preprocess_input(images_0_255))
+    probabilities = model(pretrained.preprocess_input(images_0_255))
 """
 
 import os

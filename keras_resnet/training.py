@@ -43,7 +43,9 @@ class TrainingDiverged(RuntimeError):
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a run needs; each field is also a trainer flag of the same name."""
+    """Everything a run needs; each field but lr_decay_factor and model_options (the
+    --shortcut, --stride_position and --bn_synchronized flags) is a trainer flag of the
+    same name."""
 
     model_dir: str
     model: str = "resnet50"
@@ -66,7 +68,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
-    augmentation: str = "paper"
+    augmentation: Optional[str] = None  # None: the dataset's recipe ("cifar" for CIFAR-10)
     lighting: bool = False
     mixed_precision: str = "float32"
     jit_compile: str = "auto"
@@ -382,14 +384,19 @@ def _correct(logits_or_probabilities, labels):
 
 
 class _SignalFlag:
-    """Remembers SIGTERM/SIGINT so the loop can save at the next step boundary."""
+    """Remembers SIGTERM/SIGINT so the loop can save at the next step boundary.
 
-    def __init__(self):
+    Multi-worker runs pass no signals: saving is collective, so one worker saving on its own
+    would wait forever for the others. There PreemptionCheckpointHandler owns SIGTERM and
+    saves on every worker at the same step."""
+
+    def __init__(self, signums=(signal.SIGTERM, signal.SIGINT)):
         self.received = None
+        self._signums = signums
         self._previous = {}
 
     def __enter__(self):
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in self._signums:
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread: leave signals alone
@@ -688,7 +695,8 @@ def train(config, strategy=None, log=print):
     checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
     train_metrics = {}
     profiler = _Profiler(config.profile_steps, os.path.join(config.model_dir, "train"), is_chief)
-    with _SignalFlag() as signals, profiler:
+    own_signals = () if preemption is not None else (signal.SIGTERM, signal.SIGINT)
+    with _SignalFlag(own_signals) as signals, profiler:
         while step < total_steps:
             boundaries = [steps_per_epoch, config.log_every_steps, checkpoint_every]
             next_stop = min(min((step // b + 1) * b for b in boundaries), total_steps)

@@ -288,10 +288,17 @@ def test_cifar10_folder_split_and_exact_normalisation(tmp_path):
                 for name in CLASSES[:2] for f in ("0018.jpg", "0019.jpg")]  # fmt: skip
     expected = (np.float32(expected) - np.float32(info.mean)) / np.float32(info.std)
     np.testing.assert_allclose(images, expected, rtol=0, atol=1e-5)
-    train = data.make_dataset("cifar10_folder", "train", data_dir=str(tmp_path), batch_size=6,
-                              training=True, augmentation="cifar", seed=0)  # fmt: skip
-    images, labels = next(iter(train))
+    def first_training_batch(**augmentation):
+        train = data.make_dataset("cifar10_folder", "train", data_dir=str(tmp_path),
+                                  batch_size=6, training=True, seed=0, deterministic=True,
+                                  **augmentation)  # fmt: skip
+        return next(iter(train))[0].numpy()
+
+    # Without an augmentation the dataset's own recipe applies: CIFAR's, not the paper's.
+    images = first_training_batch()
     assert images.shape == (6, 32, 32, 3)
+    np.testing.assert_array_equal(images, first_training_batch(augmentation="cifar"))
+    assert not np.array_equal(images, first_training_batch(augmentation="paper"))
     test = data.make_dataset("cifar10_folder", "test", data_dir=str(tmp_path), batch_size=8,
                              training=False)  # fmt: skip
     assert sum(int(labels.shape[0]) for _, labels in test) == 8

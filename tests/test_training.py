@@ -274,6 +274,36 @@ def test_multi_worker_on_two_local_processes_ends_with_identical_weights(tmp_pat
     assert not glob.glob(f"{tmp_path}/run/.worker-*")
 
 
+def test_multi_worker_sigterm_to_one_worker_saves_on_both_at_one_step(tmp_path):
+    """Saving is collective: a SIGTERM to one worker must stop every worker at the same step
+    (PreemptionCheckpointHandler's protocol, exit code 42 to ask for a restart), not leave
+    the signalled worker waiting in a save that the others never join."""
+    workers = [f"localhost:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, CIFAR_TRAINER, *TINY_FLAGS, "--train_steps=100000",
+                 "--eval_every_epochs=0", "--strategy=multi_worker",
+                 f"--model_dir={tmp_path}/run"],
+                env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    deadline = time.time() + 300
+    while time.time() < deadline and not processes[0].stdout.readline().startswith("step "):
+        pass
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 42, output[-3000:]
+    latest = tf.train.latest_checkpoint(f"{tmp_path}/run/checkpoints")
+    assert latest is not None and int(latest.rsplit("-", 1)[1]) > 0
+
+
 def start_trainer(model_dir, *flags):
     return subprocess.Popen(
         [sys.executable, CIFAR_TRAINER, *TINY_FLAGS, f"--model_dir={model_dir}", *flags],

@@ -56,8 +56,9 @@ def define_flags(**defaults):
     flags.DEFINE_float("weight_decay", default("weight_decay", 1e-4),
                        "Coupled L2 decay on conv and dense kernels (0.5 * wd * ||w||^2).")
     flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing (not in the paper).")
-    flags.DEFINE_string("augmentation", default("augmentation", "paper"),
-                        "paper (scale augmentation), inception, cifar, or none.")
+    flags.DEFINE_string("augmentation", default("augmentation", None),
+                        "paper (scale augmentation), inception, cifar, or none; default: the "
+                        "dataset's recipe (cifar for CIFAR-10, paper otherwise).")
     flags.DEFINE_bool("lighting", False, "Krizhevsky PCA lighting noise (alphastd 0.1).")
     flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
                       "Compute precision; logits and loss stay float32.")

@@ -1,6 +1,6 @@
 """Plain vs residual, side by side: trains several models with identical settings, then plots.
 
-    python trainers/compare.py --models=plain20,plain56,resnet20,resnet56 \
+    python trainers/compare.py --models=plain20,plain56,resnet20,resnet56 \\
         --experiment_dir=runs/cifar-compare --dataset=cifar10_folder --data_dir=DIR
 
 Every model gets the same flags (any trainer flag works here), the same seed and the same

@@ -1,6 +1,6 @@
 """Trains any ImageNet-family net of the paper (ResNet/Plain 18-152) on one strategy loop.
 
-    python trainers/imagenet.py --strategy=mirrored --dataset=imagenet_tfrecord \
+    python trainers/imagenet.py --strategy=mirrored --dataset=imagenet_tfrecord \\
         --data_dir=/data/imagenet --model=resnet50 --model_dir=runs/resnet50
 
 Defaults follow the paper (section 3.4): SGD, momentum 0.9, weight decay 1e-4, batch 256,

@@ -184,7 +184,7 @@ def make_dataset(
     batch_size,
     image_size=None,
     training,
-    augmentation="paper",
+    augmentation=None,
     eval_mode="center",
     lighting=False,
     input_context=None,
@@ -200,8 +200,8 @@ def make_dataset(
     batch_size: per replica when input_context is given (the pipeline reads the share of the
       data input_context assigns to this worker), else the whole batch.
     image_size: output height and width; None: info.default_image_size.
-    training=True: shuffled, repeated forever, augmented with `augmentation` ("paper": the
-      paper's scale augmentation; "inception": random-resized-crop; "cifar": 4-pixel padding
+    training=True: shuffled, repeated forever, augmented with `augmentation` (None: the
+      dataset's own recipe, info.default_augmentation; "paper": the paper's scale augmentation; "inception": random-resized-crop; "cifar": 4-pixel padding
       and random crop; "none": the centre crop), random horizontal flips (not with "none"),
       and with lighting=True the PCA lighting noise; drop_remainder defaults to True.
     training=False: one deterministic pass over every example (drop_remainder defaults to
@@ -222,6 +222,7 @@ def make_dataset(
     _check_arguments(split, batch_size, image_size, augmentation, eval_mode, training)
     source = sources.get_source(name, data_dir)
     info = source.info
+    augmentation = augmentation or info.default_augmentation
     image_size = int(image_size or info.default_image_size)
     batch_size = int(batch_size)
     if deterministic and seed is None:

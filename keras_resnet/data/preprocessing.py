@@ -240,7 +240,8 @@ def multi_scale(encoded, *, image_size):
 
 
 def check_options(augmentation, eval_mode):
-    if augmentation not in AUGMENTATIONS:
+    """augmentation None stands for the dataset's own recipe, decided by the pipeline."""
+    if augmentation is not None and augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
     if eval_mode not in EVAL_MODES:
         raise ValueError(f"eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")

@@ -355,3 +355,17 @@ def test_sigterm_saves_at_the_next_step_and_exits_cleanly(tmp_path):
     assert "SIGTERM received: saved checkpoint at step" in output
     step = int(output.split("saved checkpoint at step ")[1].split(";")[0])
     assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith(f"ckpt-{step}")
+
+
+def test_imagenet_trainer_without_a_dataset_runs_the_demo(tmp_path):
+    """The README's first command: no --dataset means the demo settings (here cut to a few
+    steps), on the generated data, through the ImageNet TFRecord path; run again, it stops."""
+    flags = ["--train_steps=4", "--log_every_steps=2", f"--model_dir={tmp_path}/demo"]
+    first = trainer(IMAGENET_TRAINER, *flags)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "No --dataset given: training on the built-in demo dataset" in first.stdout
+    config = runs.read_run_config(f"{tmp_path}/demo")
+    assert (config["model"], config["dataset"], config["image_size"]) == ("resnet20", "demo", 32)
+    assert runs.read_result(f"{tmp_path}/demo")["validation"]["examples"] == 1000
+    again = trainer(IMAGENET_TRAINER, *flags)
+    assert again.returncode == 0 and "finished 4 steps already" in again.stdout, again.stdout[-2000:]

@@ -41,9 +41,10 @@ def main(argv):
         for name, value in DEMO_SETTINGS.items():
             if not FLAGS[name].present:
                 FLAGS[name].value = value
+        length = f"{FLAGS.train_steps} steps" if FLAGS.train_steps else f"{FLAGS.epochs:g} epochs"
         print(
             "No --dataset given: training on the built-in demo dataset (generated shapes, "
-            f"{FLAGS.image_size}x{FLAGS.image_size}) with {FLAGS.model}, {FLAGS.epochs:g} epochs, "
+            f"{FLAGS.image_size}x{FLAGS.image_size}) with {FLAGS.model}, {length}, "
             f"into {FLAGS.model_dir}. Pass --dataset and --data_dir to train on ImageNet.",
             flush=True,
         )

@@ -96,6 +96,9 @@ def validate(config):
         fail("model", str(error))
     if config.batch_size < 1:
         fail("batch_size", f"must be positive, got {config.batch_size}")
+    if (config.warm_start_learning_rate is None) != (config.warm_start_steps == 0):
+        fail("warm_start_steps", "--warm_start_learning_rate and --warm_start_steps go together "
+             f"(got {config.warm_start_learning_rate} and {config.warm_start_steps})")
     if config.train_steps is None and not config.epochs > 0:
         fail("epochs", f"must be positive, got {config.epochs}")
     if config.train_steps is not None and config.train_steps < 1:

@@ -185,6 +185,33 @@ def test_resuming_a_different_model_is_refused(tmp_path):
         training.train(tiny_config(tmp_path, model="resnet32", train_steps=5))
 
 
+def test_resnet110_gets_the_papers_warm_start_in_every_trainer(tmp_path):
+    """0.01 for 400 iterations for the 110-layer nets (section 4.2), from the shared flags, so
+    compare.py gets it too; a flag the user gives wins; other depths get none."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]\n"
+        "import common\n"
+        "from absl import flags\n"
+        "from keras_resnet import training\n"
+        "common.define_flags(**common.CIFAR10_RECIPE)\n"
+        "flags.FLAGS(sys.argv)\n"
+        "c = common.config_from_flags(training)\n"
+        "print(c.warm_start_learning_rate, c.warm_start_steps)\n"
+    )
+
+    def warm_start(*flags):
+        proc = subprocess.run(
+            [sys.executable, "-c", script, os.path.join(REPO, "trainers"), "--model_dir=x", *flags],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.split()
+
+    assert warm_start("--model=resnet110") == ["0.01", "400"]
+    assert warm_start("--model=plain110", "--warm_start_steps=100") == ["0.01", "100"]
+    assert warm_start("--model=resnet56") == ["None", "0"]
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -194,6 +221,7 @@ def test_resuming_a_different_model_is_refused(tmp_path):
         (["--dataset=nosuchdata"], "--dataset"),
         (["--mixed_precision=float8"], "mixed_precision"),
         (["--profile_steps=5"], "--profile_steps: must be two steps"),
+        (["--warm_start_learning_rate=0.01"], "--warm_start_steps: --warm_start_learning_rate and"),
     ],
 )
 def test_bad_flags_give_one_line_errors(tmp_path, flags, message):

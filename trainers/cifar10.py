@@ -9,32 +9,16 @@ iterations, 64k iterations, weight decay 1e-4, momentum 0.9, a 45k/5k train/vali
 iterations, as the paper does.
 """
 
-from absl import app, flags
+from absl import app
 
 import common
 
-FLAGS = flags.FLAGS
 
-common.define_flags(
-    model="resnet20",
-    dataset="cifar10",
-    batch_size=128,
-    lr_reference_batch=128,
-    train_steps=64000,
-    lr_decay_steps=["32000", "48000"],
-    augmentation="cifar",
-    steps_per_execution=10,
-)
+common.define_flags(**common.CIFAR10_RECIPE)
 
 
 def main(argv):
-    if FLAGS.model.lower().replace("-", "") in ("resnet110", "plain110") and not (
-        FLAGS["warm_start_learning_rate"].present
-    ):
-        FLAGS.warm_start_learning_rate = 0.01
-        if not FLAGS["warm_start_steps"].present:
-            FLAGS.warm_start_steps = 400
-    common.run(argv)
+    common.run(argv)  # ResNet-110's warm start: common.warm_start_for
 
 
 if __name__ == "__main__":

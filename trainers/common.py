@@ -18,6 +18,40 @@ FLAGS = flags.FLAGS
 
 MODEL_OPTION_FLAGS = ("shortcut", "stride_position", "bn_synchronized")
 
+# The paper's two recipes as flag defaults, one place each; define_flags supplies the rest
+# (SGD momentum 0.9, weight decay 1e-4, base learning rate 0.1).
+IMAGENET_RECIPE = dict(  # section 3.4
+    model="resnet50",
+    dataset="demo",
+    batch_size=256,
+    lr_reference_batch=256,
+    epochs=120,
+    train_steps=None,
+    lr_decay_epochs=["30", "60"],
+    lr_decay_steps=None,
+    augmentation=None,  # the dataset's: the paper's scale augmentation for ImageNet
+    steps_per_execution=1,
+)
+CIFAR10_RECIPE = dict(  # section 4.2
+    model="resnet20",
+    dataset="cifar10",
+    batch_size=128,
+    lr_reference_batch=128,
+    train_steps=64000,
+    lr_decay_steps=["32000", "48000"],
+    augmentation="cifar",
+    steps_per_execution=10,
+)
+
+
+def warm_start_for(model):
+    """The paper's ResNet-110 warm start (0.01 for 400 iterations, then the schedule), as
+    flag values for those of the two flags the user did not give; {} for other models."""
+    if model.lower().replace("-", "") not in ("resnet110", "plain110"):
+        return {}
+    defaults = dict(warm_start_learning_rate=0.01, warm_start_steps=400)
+    return {name: value for name, value in defaults.items() if not FLAGS[name].present}
+
 
 def define_flags(**defaults):
     """Defines the trainer flags with the recipe's defaults (keyword: flag name -> default)."""
@@ -97,6 +131,7 @@ def config_from_flags(training):
     values["lr_decay_epochs"] = tuple(float(e) for e in values["lr_decay_epochs"] or ())
     if values["profile_steps"] is not None:
         values["profile_steps"] = tuple(int(s) for s in values["profile_steps"])
+    values.update(warm_start_for(values["model"]))
     if values["lr_decay_steps"] is not None:
         values["lr_decay_steps"] = tuple(int(s) for s in values["lr_decay_steps"])
     options = {name: FLAGS[name].value for name in MODEL_OPTION_FLAGS}

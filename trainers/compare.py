@@ -19,35 +19,13 @@ import common
 
 FLAGS = flags.FLAGS
 
-# CIFAR-10 recipe defaults (section 4.2); ImageNet-family models take imagenet.py's values
-# where the user gives none (see main).
-common.define_flags(
-    model="resnet20",
-    dataset="cifar10",
-    batch_size=128,
-    lr_reference_batch=128,
-    train_steps=64000,
-    lr_decay_steps=["32000", "48000"],
-    augmentation="cifar",
-    steps_per_execution=10,
-    model_dir="unused",
-)
+# CIFAR-10's recipe by default; ImageNet-family models take the ImageNet recipe's value of
+# every flag the user does not give (see main).
+common.define_flags(**common.CIFAR10_RECIPE, model_dir="unused")
 flags.DEFINE_list("models", None, "Models to compare, e.g. plain20,plain56,resnet20,resnet56.")
 flags.DEFINE_string("experiment_dir", None, "One run folder per model is made in here.")
 flags.DEFINE_bool("responses", True, "Also write the layer-response analysis (Figure 7).")
 flags.mark_flags_as_required(["models", "experiment_dir"])
-
-IMAGENET_RECIPE = dict(
-    dataset="demo",
-    batch_size=256,
-    lr_reference_batch=256,
-    train_steps=None,
-    epochs=120,
-    lr_decay_steps=None,
-    lr_decay_epochs=["30", "60"],
-    augmentation="paper",
-    steps_per_execution=1,
-)
 
 
 def main(argv):
@@ -61,8 +39,8 @@ def main(argv):
     if len(families) > 1:
         raise app.UsageError("--models: mix no CIFAR and ImageNet nets in one comparison")
     if families == {"imagenet"}:
-        for name, value in IMAGENET_RECIPE.items():
-            if not FLAGS[name].present:
+        for name, value in common.IMAGENET_RECIPE.items():
+            if name != "model" and not FLAGS[name].present:
                 FLAGS[name].value = value
     if not FLAGS["seed"].present:
         FLAGS.seed = 0  # the same initial randomness and data order for every model

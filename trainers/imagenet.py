@@ -15,7 +15,7 @@ import common
 
 FLAGS = flags.FLAGS
 
-common.define_flags(model="resnet50", batch_size=256, epochs=120, lr_decay_epochs=["30", "60"])
+common.define_flags(**common.IMAGENET_RECIPE)
 
 # The demo: generated images, trained well above chance in minutes on a CPU. It uses the
 # CIFAR-size ResNet-20 at 32x32: ResNet-18 at demo sizes (32-64 px) ends in 1x1-2x2 feature

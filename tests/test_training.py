@@ -269,32 +269,34 @@ def free_ports(count):
     return ports
 
 
-def test_multi_worker_on_two_local_processes_ends_with_identical_weights(tmp_path):
+def start_workers(model_dir, *flags):
+    """Two local multi-worker processes of the CIFAR trainer; each worker's flags end with
+    `flags`, in which "{index}" becomes the worker's index."""
     workers = [f"localhost:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         processes.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    CIFAR_TRAINER,
-                    *TINY_FLAGS,
-                    "--train_steps=6",
-                    "--eval_every_epochs=0",
-                    "--strategy=multi_worker",
-                    f"--model_dir={tmp_path}/run",
-                    f"--result_file={tmp_path}/result-{index}.json",
-                ],
+                [sys.executable, CIFAR_TRAINER, *TINY_FLAGS, "--eval_every_epochs=0",
+                 "--strategy=multi_worker", f"--model_dir={model_dir}",
+                 *(flag.format(index=index) for flag in flags)],
                 env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 text=True,
             )
-        )
-    outputs = [p.communicate(timeout=600) for p in processes]
-    for process, (_, err) in zip(processes, outputs):
-        assert process.returncode == 0, err[-3000:]
+        )  # fmt: skip
+    return processes
+
+
+def test_multi_worker_on_two_local_processes_ends_with_identical_weights(tmp_path):
+    processes = start_workers(
+        f"{tmp_path}/run", "--train_steps=6", f"--result_file={tmp_path}/result-{{index}}.json"
+    )
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
     results = [json.load(open(f"{tmp_path}/result-{i}.json")) for i in range(2)]
     assert results[0]["steps"] == results[1]["steps"] == 6
     assert results[0]["weights_sha256"] == results[1]["weights_sha256"]
@@ -306,21 +308,7 @@ def test_multi_worker_sigterm_to_one_worker_saves_on_both_at_one_step(tmp_path):
     """Saving is collective: a SIGTERM to one worker must stop every worker at the same step
     (PreemptionCheckpointHandler's protocol, exit code 42 to ask for a restart), not leave
     the signalled worker waiting in a save that the others never join."""
-    workers = [f"localhost:{port}" for port in free_ports(2)]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, CIFAR_TRAINER, *TINY_FLAGS, "--train_steps=100000",
-                 "--eval_every_epochs=0", "--strategy=multi_worker",
-                 f"--model_dir={tmp_path}/run"],
-                env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+    processes = start_workers(f"{tmp_path}/run", "--train_steps=100000")
     deadline = time.time() + 300
     while time.time() < deadline and not processes[0].stdout.readline().startswith("step "):
         pass

@@ -1,6 +1,6 @@
 """Training throughput: keras.applications and keras_resnet under model.fit, and the trainer.
 
-    python benchmarks/train_throughput.py                    # the defaults: about 14 minutes
+    python benchmarks/train_throughput.py                    # defaults: 14.5-15.5 minutes
     python benchmarks/train_throughput.py --models resnet20,resnet56 --repeats 5
     python benchmarks/train_throughput.py --models resnet50 --precision mixed_bfloat16
 
@@ -43,7 +43,7 @@ KINDS = ("applications_fit", "keras_resnet_fit", "trainer")
 APPLICATIONS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
 # Per family: batch, image size, steps per execution (the trainers' defaults), warm-up steps,
-# timed steps. Chosen so that the default run finishes in under 15 minutes on 2 CPU cores.
+# timed steps. Chosen for about 15 minutes on 2 CPU cores (docs/performance.md: 937 s there).
 FAMILY_DEFAULTS = {
     "imagenet": dict(batch_size=32, image_size=224, steps_per_execution=1, warmup_steps=1,
                      steps=2),

@@ -267,7 +267,7 @@ def main():
                         help="default: the trainer's, 1 ImageNet nets, 10 CIFAR")
     parser.add_argument("--warmup_steps", type=int, help="untimed; default 1 ImageNet, 10 CIFAR")
     parser.add_argument("--steps", type=int, help="timed steps; default 2 ImageNet, 20 CIFAR")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating rounds")
     parser.add_argument("--kinds", default=",".join(KINDS), help="configurations to run")
     parser.add_argument("--input_check", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the input pipeline alone, once per model")

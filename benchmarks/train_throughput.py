@@ -1,6 +1,6 @@
 """Training throughput: keras.applications and keras_resnet under model.fit, and the trainer.
 
-    python benchmarks/train_throughput.py                    # defaults: 14.5-15.5 minutes
+    python benchmarks/train_throughput.py                    # defaults: about 10 minutes
     python benchmarks/train_throughput.py --models resnet20,resnet56 --repeats 5
     python benchmarks/train_throughput.py --models resnet50 --precision mixed_bfloat16
 
@@ -37,30 +37,32 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "trainers"))
+
+import common  # noqa: E402  (the trainers' recipes)
 
 KINDS = ("applications_fit", "keras_resnet_fit", "trainer")
 APPLICATIONS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
-CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
-# Per family: batch, image size, steps per execution (the trainers' defaults), warm-up steps,
-# timed steps. Chosen for about 15 minutes on 2 CPU cores (docs/performance.md: 937 s there).
+RECIPES = {"imagenet": common.IMAGENET_RECIPE, "cifar": common.CIFAR10_RECIPE}
+# Per family: batch, image size, warm-up and timed steps, chosen for about 10 minutes on 2
+# CPU cores with the default 2 rounds (docs/performance.md: 599 s); steps per execution and
+# the learning rate's reference batch are the trainers' (RECIPES).
 FAMILY_DEFAULTS = {
-    "imagenet": dict(batch_size=32, image_size=224, steps_per_execution=1, warmup_steps=1,
-                     steps=2),
-    "cifar": dict(batch_size=128, image_size=32, steps_per_execution=10, warmup_steps=10,
-                  steps=20),
-}  # fmt: skip
+    "imagenet": dict(batch_size=32, image_size=224, warmup_steps=1, steps=2),
+    "cifar": dict(batch_size=128, image_size=32, warmup_steps=10, steps=20),
+}
 RESULT_PREFIX = "RESULT "
-
-
-def family(model):
-    digits = "".join(c for c in model if c.isdigit())
-    return "cifar" if digits and int(digits) in CIFAR_DEPTHS else "imagenet"
 
 
 def settings(args, model):
     """The flags for `model`, family defaults filling in what was not given."""
-    chosen = dict(FAMILY_DEFAULTS[family(model)])
+    from keras_resnet import models
+
+    family = models.family(model)
+    chosen = dict(FAMILY_DEFAULTS[family],
+                  steps_per_execution=RECIPES[family]["steps_per_execution"])  # fmt: skip
     for name in chosen:
         if getattr(args, name) is not None:
             chosen[name] = getattr(args, name)
@@ -68,7 +70,8 @@ def settings(args, model):
     for name in ("warmup_steps", "steps"):
         if chosen[name] % spe:
             sys.exit(f"--{name}: {chosen[name]} is not a multiple of --steps_per_execution {spe}")
-    return dict(chosen, model=model, precision=args.precision, jit_compile=args.jit_compile)
+    return dict(chosen, model=model, family=family, precision=args.precision,
+                jit_compile=args.jit_compile)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -85,7 +88,7 @@ def train_config(s, model_dir):
         image_size=s["image_size"],
         batch_size=s["batch_size"],
         train_steps=s["warmup_steps"] + s["steps"],
-        lr_reference_batch=128 if family(s["model"]) == "cifar" else 256,
+        lr_reference_batch=RECIPES[s["family"]]["lr_reference_batch"],
         mixed_precision=s["precision"],
         jit_compile=s["jit_compile"],
         steps_per_execution=s["steps_per_execution"],
@@ -279,8 +282,12 @@ def main():
         worker(args.worker, json.loads(args.worker_settings))
         return
 
-    # Spelled as canonical_name does; the workers check the names (the parent imports no TF).
-    names = [name.lower().replace("-", "").replace("_", "") for name in args.models.split(",")]
+    from keras_resnet.models import canonical_name
+
+    try:
+        names = [canonical_name(name) for name in args.models.split(",")]
+    except ValueError as error:
+        sys.exit(f"--models: {error}")
     models = {name: settings(args, name) for name in names}
     wanted = args.kinds.split(",")
     unknown = set(wanted) - set(KINDS)

@@ -40,7 +40,9 @@ flags.DEFINE_bool("onnx", False, "Also write model.onnx (needs tf2onnx and onnxr
 flags.DEFINE_string(
     "model", None, "Model name (e.g. resnet50) when exporting --weights without a run."
 )
-flags.DEFINE_string("weights", None, "Weights for --model: .weights.h5/.keras, or a torchvision/timm checkpoint.")
+flags.DEFINE_string(
+    "weights", None, "Weights for --model: .weights.h5/.keras, or a torchvision/timm checkpoint."
+)
 flags.DEFINE_integer(
     "image_size", None, "Input size for --model; default 224 (ImageNet nets), 32 (CIFAR)."
 )

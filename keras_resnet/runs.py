@@ -1,6 +1,6 @@
 """A training run's folder: what the trainer writes and what export and analysis read.
 
-    <model_dir>/run.json               the run's facts (below), written atomically at every (re)start
+    <model_dir>/run.json               the run's facts (below), rewritten atomically at each start
     <model_dir>/result.json            the final numbers, written when the run finishes
     <model_dir>/checkpoints/ckpt-N.*   tf.train.Checkpoint(model=..., optimizer=..., ...)
     <model_dir>/train/, validation/    TensorBoard event files

@@ -715,7 +715,8 @@ def train(config, strategy=None, log=print):
             stopping = signals.received and step < total_steps
             should_save = epoch_end or step % checkpoint_every == 0 or stopping
             # Metrics are read (one sync) only here; a save always checks the loss first.
-            if step % config.log_every_steps == 0 or should_save:
+            read_metrics = step % config.log_every_steps == 0 or should_save
+            if read_metrics:
                 loss, top1, top5, count = train_totals.read_and_reset()
                 if count and not math.isfinite(loss):
                     kept = tf.train.latest_checkpoint(checkpoint_dir)
@@ -764,7 +765,7 @@ def train(config, strategy=None, log=print):
                 and (step // steps_per_epoch) % config.eval_every_epochs == 0
             ):
                 result["validation"] = evaluate(step)
-            if should_save or step % config.log_every_steps == 0:
+            if read_metrics:
                 throughput.restart_clock()  # saves, evaluations and summaries are not training
 
     if replicas > 1 and step > result["steps"]:

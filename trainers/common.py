@@ -46,8 +46,14 @@ CIFAR10_RECIPE = dict(  # section 4.2
 
 def warm_start_for(model):
     """The paper's ResNet-110 warm start (0.01 for 400 iterations, then the schedule), as
-    flag values for those of the two flags the user did not give; {} for other models."""
-    if model.lower().replace("-", "") not in ("resnet110", "plain110"):
+    flag values for those of the two flags the user did not give; {} for other models (and
+    for unknown names, which validation reports)."""
+    from keras_resnet import models
+
+    try:
+        if models.canonical_name(model) not in ("resnet110", "plain110"):
+            return {}
+    except ValueError:
         return {}
     defaults = dict(warm_start_learning_rate=0.01, warm_start_steps=400)
     return {name: value for name, value in defaults.items() if not FLAGS[name].present}

@@ -201,8 +201,9 @@ def make_dataset(
       data input_context assigns to this worker), else the whole batch.
     image_size: output height and width; None: info.default_image_size.
     training=True: shuffled, repeated forever, augmented with `augmentation` (None: the
-      dataset's own recipe, info.default_augmentation; "paper": the paper's scale augmentation; "inception": random-resized-crop; "cifar": 4-pixel padding
-      and random crop; "none": the centre crop), random horizontal flips (not with "none"),
+      dataset's own recipe, info.default_augmentation; "paper": the paper's scale
+      augmentation; "inception": random-resized-crop; "cifar": 4-pixel padding and random
+      crop; "none": the centre crop), random horizontal flips (not with "none"),
       and with lighting=True the PCA lighting noise; drop_remainder defaults to True.
     training=False: one deterministic pass over every example (drop_remainder defaults to
       False), viewed by eval_mode: "center" -> images (B, H, W, 3); "ten_crop" -> images

@@ -35,6 +35,10 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SCHEDULES = ("step", "cosine")
 JIT_MODES = ("auto", "on", "off")
 EVAL_MODES = ("center", "ten_crop")
+# What a run trains on and evaluates, by --final_split: "validation" holds a split out of the
+# training data to choose a schedule; "test" trains on every training image and reports the
+# test set, as the paper's final CIFAR-10 numbers (Table 6) do.
+FINAL_SPLITS = {"validation": ("train", "validation"), "test": ("trainval", "test")}
 
 
 class TrainingDiverged(RuntimeError):
@@ -76,6 +80,7 @@ class TrainConfig:
     eval_every_epochs: int = 1  # 0: no evaluation during training
     evaluate: bool = True  # False: no evaluation at all (e.g. throughput runs on synthetic data)
     final_eval_mode: str = "center"  # "ten_crop": the paper's 10-crop testing at the end
+    final_split: str = "validation"  # "test": train on train+validation, evaluate on test
     log_every_steps: int = 100
     profile_steps: Optional[tuple] = None  # (first, last): a profiler trace in model_dir/train
     checkpoint_every_steps: Optional[int] = None  # None: at the end of every epoch
@@ -109,6 +114,8 @@ def validate(config):
         fail("mixed_precision", f"must be one of {PRECISIONS}, got {config.mixed_precision!r}")
     if config.jit_compile not in JIT_MODES:
         fail("jit_compile", f"must be one of {JIT_MODES}, got {config.jit_compile!r}")
+    if config.final_split not in FINAL_SPLITS:
+        fail("final_split", f"must be one of {tuple(FINAL_SPLITS)}, got {config.final_split!r}")
     if config.final_eval_mode not in EVAL_MODES:
         fail("final_eval_mode", f"must be one of {EVAL_MODES}, got {config.final_eval_mode!r}")
     if config.checkpoint_every_steps is not None and config.checkpoint_every_steps < 1:
@@ -438,8 +445,10 @@ def _hparams(config):
 
 
 def _check_same_run(existing, config):
-    for key in ("model", "model_options", "dataset", "num_classes", "image_size"):
-        if existing.get(key) != config.get(key):
+    # Runs from before --final_split trained on train and evaluated on validation.
+    defaults = dict(train_split="train", eval_split="validation")
+    for key in ("model", "model_options", "dataset", "num_classes", "image_size", *defaults):
+        if existing.get(key, defaults.get(key)) != config.get(key):
             raise ValueError(
                 f"--model_dir: {config['model_dir']} holds a run with {key}="
                 f"{existing.get(key)!r}, not {config.get(key)!r}; use a new --model_dir or "
@@ -467,8 +476,16 @@ def train(config, strategy=None, log=print):
         info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
     except (ValueError, FileNotFoundError) as error:
         raise type(error)(f"--dataset={config.dataset} --data_dir={config.data_dir}: {error}")
+    train_split, eval_split = FINAL_SPLITS[config.final_split]
+    for split in (train_split, eval_split) if config.final_split == "test" else ():
+        if not info.num_examples(split):
+            raise ValueError(
+                f"--final_split=test: {config.dataset} has no {split!r} split (trainval needs a "
+                "validation split held out of the training images, as CIFAR-10's; test one "
+                "apart from validation)"
+            )
     image_size = config.image_size or info.default_image_size
-    steps_per_epoch = max(1, info.num_train_examples // config.batch_size)
+    steps_per_epoch = max(1, info.num_examples(train_split) // config.batch_size)
     total_steps = config.train_steps or max(1, round(config.epochs * steps_per_epoch))
     is_chief = strategy.extended.should_checkpoint
     model_name = canonical_name(config.model)
@@ -483,6 +500,8 @@ def train(config, strategy=None, log=print):
         std=list(info.std),
         center_crop_fraction=info.center_crop_fraction,
         dataset=config.dataset,
+        train_split=train_split,
+        eval_split=eval_split,
         data_dir=config.data_dir,
         model_dir=config.model_dir,
         flags=_hparams(config),
@@ -638,7 +657,7 @@ def train(config, strategy=None, log=print):
         train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
         if config.evaluate:
             validation_writer = tf.summary.create_file_writer(
-                os.path.join(config.model_dir, "validation")
+                os.path.join(config.model_dir, eval_split)
             )
         from tensorboard.plugins.hparams import api as hparams_api
 
@@ -661,12 +680,12 @@ def train(config, strategy=None, log=print):
             shutil.rmtree(write_dir, ignore_errors=True)
         return path
 
-    has_validation = config.evaluate and info.num_validation_examples > 0
+    has_validation = config.evaluate and info.num_examples(eval_split) > 0
 
     def evaluate(step, eval_mode="center"):
         if replicas > 1:
             average_moving_statistics()
-        evaluate_all(dataset_fn("validation", training=False, eval_mode=eval_mode))
+        evaluate_all(dataset_fn(eval_split, training=False, eval_mode=eval_mode))
         loss, top1, top5, count = eval_totals.read_and_reset()
         suffix = "" if eval_mode == "center" else f"_{eval_mode}"
         write_scalars(
@@ -675,10 +694,10 @@ def train(config, strategy=None, log=print):
             **{f"loss{suffix}": loss, f"top1_error{suffix}": top1, f"top5_error{suffix}": top5},
         )
         log(
-            f"validation{suffix} step {step}: loss {loss:.4f}  top-1 error {100 * top1:.2f}%  "
+            f"{eval_split}{suffix} step {step}: loss {loss:.4f}  top-1 error {100 * top1:.2f}%  "
             f"top-5 error {100 * top5:.2f}%  ({count} images)"
         )
-        return dict(loss=loss, top1_error=top1, top5_error=top5, examples=count)
+        return dict(loss=loss, top1_error=top1, top5_error=top5, examples=count, split=eval_split)
 
     step = int(global_step.numpy())
     finished = runs.read_result(config.model_dir)
@@ -686,14 +705,16 @@ def train(config, strategy=None, log=print):
         log(f"{config.model_dir} has finished {step} steps already: nothing to train")
         return finished
     log(
-        f"Training {model_name} on {config.dataset} ({info.num_train_examples} images, "
+        f"Training {model_name} on {config.dataset} {train_split} "
+        f"({info.num_examples(train_split)} images, evaluated on {eval_split}, "
         f"{info.num_classes} classes, {image_size}x{image_size}) with {type(strategy).__name__} "
         f"({replicas} replica{'s' if replicas > 1 else ''}), global batch {global_batch}, "
         f"{config.mixed_precision}, jit_compile={jit}: steps {step} -> {total_steps} "
         f"({steps_per_epoch} per epoch)"
     )
-    iterator = iter(dataset_fn("train", training=True))
-    result = dict(steps=step, stopped_by_signal=None, skipped_images=0)
+    iterator = iter(dataset_fn(train_split, training=True))
+    result = dict(steps=step, stopped_by_signal=None, skipped_images=0, train_split=train_split,
+                  eval_split=eval_split)  # fmt: skip
     throughput = _Throughput(global_batch, step)
     checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
     train_metrics = {}
@@ -764,7 +785,7 @@ def train(config, strategy=None, log=print):
                 and config.eval_every_epochs
                 and (step // steps_per_epoch) % config.eval_every_epochs == 0
             ):
-                result["validation"] = evaluate(step)
+                result[eval_split] = evaluate(step)
             if read_metrics:
                 throughput.restart_clock()  # saves, evaluations and summaries are not training
 
@@ -778,19 +799,19 @@ def train(config, strategy=None, log=print):
         weights_sha256=weights_sha256(model),
     )
     if result["stopped_by_signal"] is None and step >= total_steps:
-        if has_validation and "validation" not in result:
-            result["validation"] = evaluate(step)
+        if has_validation and eval_split not in result:
+            result[eval_split] = evaluate(step)
         if has_validation and config.final_eval_mode != "center":
-            result[f"validation_{config.final_eval_mode}"] = evaluate(step, config.final_eval_mode)
+            result[f"{eval_split}_{config.final_eval_mode}"] = evaluate(step, config.final_eval_mode)
         if is_chief:
             runs.write_json_atomically(os.path.join(config.model_dir, runs.RESULT_FILE), result)
-        final = result.get("validation") or train_metrics
+        final = result.get(eval_split) or train_metrics
         log(
             f"Finished {model_name}: {step} steps, "
             + (
                 f"final top-1 error {100 * final['top1_error']:.2f}% "
                 f"(top-5 {100 * final['top5_error']:.2f}%) on "
-                + ("validation" if "validation" in result else "training")
+                + (eval_split if eval_split in result else "training")
                 if final
                 else "no metrics"
             )

@@ -1,6 +1,7 @@
 """The plain-vs-residual comparison: compare.py, the plot and table, the layer responses."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +57,47 @@ def test_table_and_plot_from_hand_made_event_files(tmp_path):
 def test_missing_runs_give_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no runs in"):
         plot.read_experiment(str(tmp_path))
+    missing = subprocess.run([sys.executable, "-m", "keras_resnet.plot", str(tmp_path / "x")],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'x'}: no such folder"
+    assert "Traceback" not in missing.stderr
+
+
+def write_run(folder, model, eval_split, train, evaluation):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "run.json"), "w") as f:
+        json.dump({"model": model, "eval_split": eval_split}, f)
+    write_events(os.path.join(folder, "train"), train)
+    write_events(os.path.join(folder, eval_split), evaluation)
+
+
+def test_any_run_folder_name_one_kind_only_and_the_split_from_run_json(tmp_path):
+    # A single residual run named as the demo names it: one panel, the model from run.json.
+    demo = str(tmp_path / "demo-resnet20")
+    write_run(demo, "resnet20", "validation", [(10, 0.5)], [(10, 0.25)])
+    plot.report(demo, log=lambda line: None)
+    assert (tmp_path / plot.TABLE_FILE).read_text().splitlines() == [
+        "Final top-1 error (%) on the validation split", "", "| layers | plain | ResNet |",
+        "| ---: | ---: | ---: |", "| 20 | - | 25.00 |",
+    ]  # fmt: skip
+    with open(tmp_path / plot.PLOT_FILE, "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+
+    # Test-split runs, any folder names, given one by one; the table names the split.
+    experiment_dir = tmp_path / "final"
+    write_run(str(experiment_dir / "a"), "resnet56", "test", [(10, 0.5)], [(10, 0.0625)])
+    write_run(str(experiment_dir / "b"), "resnet20", "test", [(10, 0.5)], [(10, 0.125)])
+    write_run(str(experiment_dir / "c"), "plain20", "validation", [(10, 0.5)], [(10, 0.5)])
+    experiment = plot.read_experiment(str(experiment_dir / "a"), str(experiment_dir / "b"),
+                                      str(experiment_dir / "c"))  # fmt: skip
+    assert {n: r["eval_split"] for n, r in experiment.items()} == {
+        "resnet56": "test", "resnet20": "test", "plain20": "validation"}  # fmt: skip
+    assert plot.table_title(experiment) == "Final top-1 error (%) on the test split"
+    assert plot.table_markdown(experiment).splitlines()[2:] == [
+        "| 20 | 50.00 (validation) | 12.50 |",
+        "| 56 | - | 6.25 |",
+    ]
 
 
 def test_layer_responses_give_one_value_per_3x3_layer():

@@ -385,3 +385,67 @@ def test_imagenet_trainer_without_a_dataset_runs_the_demo(tmp_path):
     assert runs.read_result(f"{tmp_path}/demo")["validation"]["examples"] == 1000
     again = trainer(IMAGENET_TRAINER, *flags)
     assert again.returncode == 0 and "finished 4 steps already" in again.stdout, again.stdout[-2000:]
+
+
+def write_cifar_folder(root, train_per_class, test_per_class, classes=("cat", "dog")):
+    """A tiny folder in the cifar10-jpg layout (train/<class>/, test/<class>/)."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for name in classes:
+            os.makedirs(os.path.join(root, split, name), exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+                tf.io.write_file(os.path.join(root, split, name, f"{i:04d}.jpg"),
+                                 tf.io.encode_jpeg(pixels))  # fmt: skip
+    return root
+
+
+def test_final_split_test_trains_on_every_training_image_and_counts_the_test_set(tmp_path):
+    data_dir = write_cifar_folder(str(tmp_path / "data"), train_per_class=20, test_per_class=7)
+    lines = []
+    result = training.train(
+        tiny_config(tmp_path / "run", dataset="cifar10_folder", data_dir=data_dir, batch_size=8,
+                    train_steps=None, epochs=1, final_split="test"),
+        log=lines.append,
+    )  # fmt: skip
+    # train + validation = 40 images: 5 steps of 8 (the 45k/5k-style split would give 4).
+    assert result["steps"] == 5 and result["train_split"] == "trainval"
+    assert result["eval_split"] == "test" and "validation" not in result
+    assert result["test"]["examples"] == 14 and result["test"]["split"] == "test"
+    assert set(scalars(str(tmp_path / "run" / "test"))) >= {"top1_error", "loss"}
+    assert not os.path.exists(tmp_path / "run" / "validation")
+    config = runs.read_run_config(str(tmp_path / "run"))
+    assert (config["train_split"], config["eval_split"]) == ("trainval", "test")
+    assert any("test step 5:" in line and "(14 images)" in line for line in lines)
+    # The default protocol still holds out validation (4 of 40) and evaluates it.
+    default = training.train(
+        tiny_config(tmp_path / "default", dataset="cifar10_folder", data_dir=data_dir,
+                    batch_size=8, train_steps=None, epochs=1),
+    )  # fmt: skip
+    assert default["steps"] == 4 and default["validation"]["examples"] == 4
+    # A resumed run may not change its protocol.
+    with pytest.raises(ValueError, match="holds a run with train_split=.train., not .trainval."):
+        training.train(tiny_config(tmp_path / "default", dataset="cifar10_folder",
+                                   data_dir=data_dir, batch_size=8, final_split="test"))  # fmt: skip
+
+
+def test_final_split_test_needs_a_dataset_with_a_test_split(tmp_path):
+    with pytest.raises(ValueError, match="--final_split=test: demo has no 'trainval' split"):
+        training.train(tiny_config(tmp_path, final_split="test"))
+    assert not os.path.exists(tmp_path / "run.json")
+
+
+SHARED_CIFAR10 = os.path.join(REPO, "..", "shared", "data", "cifar10-jpg.tar.gz")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(SHARED_CIFAR10), reason="../shared/data/ is absent")
+def test_final_split_test_on_the_real_cifar10_counts_50000_and_10000(tmp_path):
+    from keras_resnet import data
+
+    info = data.dataset_info("cifar10_folder", SHARED_CIFAR10)
+    assert (info.num_examples("trainval"), info.num_examples("test")) == (50_000, 10_000)
+    result = training.train(tiny_config(tmp_path, dataset="cifar10_folder",
+                                        data_dir=SHARED_CIFAR10, batch_size=128, train_steps=1,
+                                        final_split="test", augmentation=None))  # fmt: skip
+    assert result["test"]["examples"] == 10_000 and result["skipped_images"] == 0

@@ -112,6 +112,12 @@ def define_flags(**defaults):
                       "training throughput on --dataset=synthetic).")
     flags.DEFINE_enum("final_eval_mode", "center", ["center", "ten_crop"],
                       "Extra evaluation at the end: ten_crop is the paper's 10-crop testing.")
+    flags.DEFINE_enum("final_split", "validation", ["validation", "test"],
+                      "validation: train on the training split and evaluate on the held-out "
+                      "validation split (to choose a schedule); test: train on every training "
+                      "image (train + validation) and evaluate on the test split, as the paper's "
+                      "final CIFAR-10 numbers do. test needs a dataset with both (cifar10, "
+                      "cifar10_folder).")
     flags.DEFINE_integer("log_every_steps", default("log_every_steps", 100), "Progress line every N steps.")
     flags.DEFINE_list("profile_steps", None,
                       "first,last: a TensorFlow profiler trace of these training steps, in "

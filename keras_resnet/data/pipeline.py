@@ -19,7 +19,7 @@ import tensorflow as tf
 from keras_resnet.data import host_memory, preprocessing, sources
 
 AUTOTUNE = tf.data.AUTOTUNE
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "trainval")
 # The sentinel that ends finite streams: an 8x8 grey PNG, decodable by every view.
 _SENTINEL_LABEL = -1
 
@@ -196,7 +196,8 @@ def make_dataset(
 ):
     """A batched tf.data.Dataset of (images, labels) from dataset `name` (sources.DATASETS).
 
-    split: "train", "validation" (or "test" where the source has one).
+    split: "train", "validation", or where the source has them "test" and "trainval" (train
+      and validation together: sources.py says which have them).
     batch_size: per replica when input_context is given (the pipeline reads the share of the
       data input_context assigns to this worker), else the whole batch.
     image_size: output height and width; None: info.default_image_size.
@@ -233,8 +234,8 @@ def make_dataset(
     ordered = deterministic or not training
 
     if isinstance(source, sources.SyntheticSource):
-        if split == "test":
-            raise ValueError("synthetic: no 'test' split; available: ['train', 'validation']")
+        if split not in ("train", "validation"):
+            raise ValueError(f"synthetic: no {split!r} split; available: ['train', 'validation']")
         ds = _synthetic(info, split, batch_size=batch_size, image_size=image_size,
                         training=training, eval_mode=eval_mode, input_context=input_context,
                         seed=seed, drop_remainder=drop_remainder)  # fmt: skip

@@ -8,10 +8,15 @@ path. Sources:
   demo               the built-in generated set (demo.py), ImageNet TFRecord format
   imagenet_tfrecord  classic ImageNet TFRecord shards (train-*-of-*, validation-*-of-*)
   folder             data_dir/train/<class>/*.jpg and data_dir/val/ (or validation/, test/)
-  cifar10            tensorflow-datasets cifar10, 45k/5k train/validation split
+  cifar10            tensorflow-datasets cifar10, 45k/5k train/validation split, 10k test
   cifar10_folder     CIFAR-10 as JPEG class folders (train/, test/), 45k/5k split of train/
   synthetic          random tensors (handled by the pipeline; no files)
   tfds:<name>        any tensorflow-datasets image classification set
+
+Splits: train and validation everywhere; test where a source has one apart from validation;
+trainval (train and validation together: every training image) where validation is held out
+of the training data, as CIFAR-10's 5k are. The paper chose its CIFAR-10 schedule on the
+45k/5k split, then trained on trainval and reported test (Table 6).
 """
 
 import dataclasses
@@ -83,12 +88,14 @@ class DatasetInfo:
     default_augmentation: str = "paper"
     num_test_examples: int = 0
     data_dir: Optional[str] = None
+    num_trainval_examples: int = 0  # train + validation, where validation is held out of train
 
     def num_examples(self, split):
         return {
             "train": self.num_train_examples,
             "validation": self.num_validation_examples,
             "test": self.num_test_examples,
+            "trainval": self.num_trainval_examples,
         }[split]
 
 
@@ -109,7 +116,7 @@ def _imagenet_like(name, class_names, num_train, num_validation, data_dir=None, 
 
 
 def _cifar_like(name, class_names, num_train, num_validation, num_test, data_dir=None,
-                image_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD):  # fmt: skip
+                image_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD, num_trainval=0):  # fmt: skip
     return DatasetInfo(
         name=name,
         num_classes=len(class_names),
@@ -123,6 +130,7 @@ def _cifar_like(name, class_names, num_train, num_validation, num_test, data_dir
         default_augmentation="cifar",
         num_test_examples=num_test,
         data_dir=data_dir,
+        num_trainval_examples=num_trainval,
     )
 
 
@@ -459,7 +467,8 @@ class Cifar10FolderSource(FolderSource):
     """CIFAR-10 as JPEG class folders (the layout of cifar10-jpg.tar.gz): train/<class>/*.jpg
     (5,000 a class) and test/<class>/*.jpg (1,000 a class). The paper's 45k/5k split of the
     training set is fixed: in each class, the last tenth of the files in name order (500 of
-    5,000) are validation, the rest train. Splits: train (45k), validation (5k), test (10k)."""
+    5,000) are validation, the rest train. Splits: train (45k), validation (5k), trainval (all
+    50k, in file order), test (10k)."""
 
     def __init__(self, data_dir, name="cifar10_folder"):
         if not data_dir:
@@ -488,13 +497,14 @@ class Cifar10FolderSource(FolderSource):
         self.items = {
             "train": [item for label, c in by_class.items() for item in c[: cut[label]]],
             "validation": [item for label, c in by_class.items() for item in c[cut[label]:]],
+            "trainval": items,
         }  # fmt: skip
         test = os.path.join(data_dir, "test")
         if tf.io.gfile.isdir(test):
             self.items["test"] = _list_class_folder(test, class_names)[1]
         self.info = _cifar_like(name, class_names, len(self.items["train"]),
                                 len(self.items["validation"]), len(self.items.get("test", ())),
-                                data_dir=data_dir)  # fmt: skip
+                                data_dir=data_dir, num_trainval=len(items))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -511,8 +521,8 @@ class TfdsSource:
     manual_dir, <data_dir>/downloads/manual/.
 
     "cifar10" (without the tfds: prefix) is tfds cifar10 with the paper's split: train is
-    the first 45,000 images of tfds's train split, validation the last 5,000, test tfds's
-    test split."""
+    the first 45,000 images of tfds's train split, validation the last 5,000, trainval all
+    50,000, test tfds's test split."""
 
     yields_paths = False
 
@@ -563,6 +573,7 @@ class TfdsSource:
             self.split_names = {
                 "train": f"train[:{total - held_out}]",
                 "validation": f"train[{total - held_out}:]",
+                "trainval": "train",
                 "test": "test",
             }
         else:
@@ -581,7 +592,8 @@ class TfdsSource:
             except (KeyError, ValueError):
                 counts[split] = 0
         if cifar_split and not counts["train"]:
-            counts = {"train": total - held_out, "validation": held_out, "test": total // 5}
+            counts = {"train": total - held_out, "validation": held_out, "trainval": total,
+                      "test": total // 5}  # fmt: skip
         class_names = tuple(features[label_key].names)
         if cifar_split and len(class_names) == len(CIFAR10_CLASSES):
             class_names = CIFAR10_CLASSES  # tfds's label order; names even without metadata
@@ -593,7 +605,7 @@ class TfdsSource:
             self.info = _cifar_like(name, class_names, counts["train"], counts.get("validation", 0),
                                     counts.get("test", 0), data_dir=data_dir,
                                     image_size=shape[0] if small else 32, mean=stats[0],
-                                    std=stats[1])  # fmt: skip
+                                    std=stats[1], num_trainval=counts.get("trainval", 0))  # fmt: skip
         else:
             self.info = _imagenet_like(name, class_names, counts["train"],
                                        counts.get("validation", 0), data_dir=data_dir)  # fmt: skip

@@ -10,8 +10,11 @@
 Writes the next free version (or --version) atomically; an existing version is never
 overwritten. Signatures: serving_default (float32 images, 0..255 RGB) and serve_image_bytes
 (encoded JPEG/PNG strings), both returning probabilities, logits, classes and class_names
-(see keras_resnet/export.py). --onnx also writes model.onnx (the serving_default signature),
-checked against the SavedModel with onnxruntime.
+(see keras_resnet/export.py), and TensorFlow Serving's warm-up requests for both in
+assets.extra/tf_serving_warmup_requests. Before the version appears, the export is loaded as
+TensorFlow Serving loads it (a TF1 session) and both signatures must answer as the model does.
+Weights with NaN or Inf values are refused. --onnx also writes model.onnx and --tflite
+model.tflite (the serving_default signature), each checked against the model.
 """
 
 import os
@@ -36,6 +39,13 @@ flags.DEFINE_float(
     "the run's evaluation value (0.875 ImageNet-like data, 1 CIFAR-10).",
 )
 flags.DEFINE_bool("onnx", False, "Also write model.onnx (needs tf2onnx and onnxruntime).")
+flags.DEFINE_bool("tflite", False, "Also write model.tflite (serving_default, float32).")
+flags.DEFINE_list(
+    "warmup_batch_sizes",
+    ["1", "8"],
+    "Batch sizes of the warm-up requests written for each signature "
+    "(assets.extra/tf_serving_warmup_requests).",
+)
 # Without a training run: a model by name and a Keras weights file.
 flags.DEFINE_string(
     "model", None, "Model name (e.g. resnet50) when exporting --weights without a run."
@@ -104,6 +114,18 @@ def check_flags():
         sys.exit(f"--version: must be a non-negative integer, got {FLAGS.version}")
     if FLAGS.crop_fraction is not None and not 0 < FLAGS.crop_fraction <= 1:
         sys.exit(f"--crop_fraction: must be in (0, 1], got {FLAGS.crop_fraction}")
+    warmup_batch_sizes()
+
+
+def warmup_batch_sizes():
+    values = FLAGS.warmup_batch_sizes
+    try:
+        sizes = [int(v) for v in values]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        sys.exit(f"--warmup_batch_sizes: expected positive integers, got {','.join(values)}")
+    return sizes
 
 
 def main(argv):
@@ -122,6 +144,8 @@ def main(argv):
                 version=FLAGS.version,
                 crop_fraction=FLAGS.crop_fraction,
                 onnx=FLAGS.onnx,
+                tflite=FLAGS.tflite,
+                warmup_batch_sizes=warmup_batch_sizes(),
             )
         else:
             options = {
@@ -143,6 +167,8 @@ def main(argv):
                 top_k=FLAGS.top_k,
                 version=FLAGS.version,
                 onnx=FLAGS.onnx,
+                tflite=FLAGS.tflite,
+                warmup_batch_sizes=warmup_batch_sizes(),
             )
     except (ValueError, FileNotFoundError, export.ExportError) as error:
         sys.exit(f"error: {error}")
@@ -153,10 +179,19 @@ def main(argv):
     )
     print(f"  {export.BYTES_SIGNATURE}: {export.BYTES_INPUT} string (batch,), encoded JPEG/PNG")
     print(f"  outputs: {', '.join(export.OUTPUTS)}")
+    print(
+        f"  assets.extra/{export.WARMUP_FILE}: warm-up requests for both signatures; "
+        "both ran in TensorFlow Serving's session loader and matched the model"
+    )
     if FLAGS.onnx:
         print(
             f"  {os.path.join(path, export.ONNX_FILE)}: serving_default as ONNX, "
             "checked with onnxruntime"
+        )
+    if FLAGS.tflite:
+        print(
+            f"  {os.path.join(path, export.TFLITE_FILE)}: serving_default as TFLite, "
+            "checked with the TFLite interpreter"
         )
 
 

@@ -22,13 +22,29 @@ the same top-k as names):
                       ends in `_bytes` so that TensorFlow Serving's REST API base64-decodes
                       `{"b64": ...}` values for it.
 
+The SavedModel is written by Keras's own `keras.export.ExportArchive`, one endpoint per
+signature. That matters for TensorFlow Serving: its C++ loader (like `saved_model_cli run` and
+`tf.compat.v1.saved_model.load`) restores variables with the saver's restore op, which only
+reaches the variables in the saved object graph. A Keras 3 model held by a plain `tf.Module`
+puts its `keras.Variable` wrappers there, and each wrapper is saved as a *copy* of the
+`tf.Variable` the graph reads; the variables the graph reads are never restored ("Could not
+find variable conv4_block3_2_bn/moving_mean"; a TFLite conversion of such a graph keeps them
+as uninitialised resource variables and answers NaN). `add_endpoint` tracks exactly the
+variables the signatures capture, so every one is in the checkpoint, stored once.
+
+Before the version folder appears, every export is loaded the way TensorFlow Serving loads it
+(a TF1 session, the saver's restore op) and both signatures are run on the warm-up requests;
+the answers must match the Keras model's. The warm-up requests are written, as TensorFlow
+Serving expects them, to assets.extra/tf_serving_warmup_requests (PredictionLog records).
+
 Outputs are float32 whatever precision the model was trained in: the export model is built
 under the float32 policy (checkpoints keep float32 variables under every policy) and the
 checkpoint's "model" object is read into it, so a model trained under any strategy or
-precision exports the same way.
+precision exports the same way. Weights holding NaN or Inf are refused: nothing is written.
 
-onnx=True also writes model.onnx (the serving_default computation, via tf2onnx) into the
-version folder, checked against the SavedModel with onnxruntime before the folder appears.
+onnx=True also writes model.onnx (the serving_default computation, via tf2onnx), checked with
+onnxruntime; tflite=True writes model.tflite (serving_default, TensorFlow's TFLite converter),
+checked with the TFLite interpreter; both against the SavedModel before the folder appears.
 """
 
 import contextlib
@@ -37,6 +53,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -54,7 +71,14 @@ OUTPUTS = ("probabilities", "logits", "classes", "class_names")
 # Written into the SavedModel's assets.extra/ (TensorFlow Serving ignores files it does not
 # know there): where the export came from and how its inputs are prepared.
 METADATA_FILE = "keras_resnet_export.json"
+# TensorFlow Serving runs the requests in this file (TFRecord of PredictionLog) at load time.
+WARMUP_FILE = "tf_serving_warmup_requests"
+# One request per signature and batch size; 8 is the smallest batch of docs/serving.md's
+# batching parameters, the batch a single request is padded to when batching is on.
+DEFAULT_WARMUP_BATCH_SIZES = (1, 8)
+MAX_WARMUP_RECORDS = 1000  # TensorFlow Serving refuses to load a model with more
 ONNX_FILE = "model.onnx"
+TFLITE_FILE = "model.tflite"
 # ImageNet-like evaluation keeps 224/256 of the shorter side; CIFAR images are the crop.
 CROP_FRACTIONS = {"imagenet": 0.875, "cifar": 1.0}
 _VERSION = re.compile(r"^[0-9]+$")
@@ -89,16 +113,33 @@ def default_crop_fraction(config):
     return CROP_FRACTIONS[models.family(config["model"])]
 
 
-class ServingModule(tf.Module):
-    """A classifier with its input preparation and top-k outputs, as tf.function signatures.
+def check_finite(model, source):
+    """Raises ExportError if any of the model's variables holds NaN or Inf: such a model
+    answers NaN probabilities to every request. `source` names where the weights came from."""
+    bad = [
+        variable.path
+        for variable in model.variables
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable)))
+    ]
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise ExportError(
+            f"{source}: {len(bad)} of {len(model.variables)} variables hold NaN or Inf values "
+            f"({shown}); a model with them answers NaN, so nothing was exported"
+        )
+
+
+class ServingSignatures:
+    """A classifier with its input preparation and top-k outputs: the functions behind the
+    two signatures, and the ExportArchive that saves them.
 
     `model` maps normalised float32 images to logits. Everything else (normalisation,
     decoding, cropping, softmax, top-k, class names) is plain TensorFlow here, so the saved
-    graph needs neither Keras nor keras_resnet to run.
+    graph needs neither Keras nor keras_resnet to run. The functions also run eagerly, which
+    is how an export is checked against the model.
     """
 
     def __init__(self, model, *, mean, std, class_names, image_size, crop_fraction, top_k):
-        super().__init__(name="keras_resnet_serving")
         num_classes = model.output_shape[-1]
         if len(class_names) != num_classes:
             raise ValueError(
@@ -117,17 +158,16 @@ class ServingModule(tf.Module):
         self.crop_fraction = float(crop_fraction)
         self.top_k = min(top_k, num_classes)
         self.class_names = tuple(str(name) for name in class_names)
-        size = self.image_size
-        self.serve_images = tf.function(
-            self._serve_images,
-            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, IMAGES_INPUT)],
-        )
-        self.serve_image_bytes = tf.function(
-            self._serve_image_bytes,
-            input_signature=[tf.TensorSpec([None], tf.string, BYTES_INPUT)],
-        )
 
-    def _predict(self, images):
+    @property
+    def input_signatures(self):
+        size = self.image_size
+        return {
+            IMAGES_SIGNATURE: [tf.TensorSpec([None, size, size, 3], tf.float32, IMAGES_INPUT)],
+            BYTES_SIGNATURE: [tf.TensorSpec([None], tf.string, BYTES_INPUT)],
+        }
+
+    def predict(self, images):
         images = preprocessing.normalize(images, self.mean, self.std)
         logits = tf.cast(self.model(images, training=False), tf.float32)
         probabilities = tf.nn.softmax(logits)
@@ -141,8 +181,8 @@ class ServingModule(tf.Module):
             "class_names": tf.gather(tf.constant(self.class_names, tf.string), classes),
         }
 
-    def _serve_images(self, images):
-        return self._predict(images)
+    def serve_images(self, images):
+        return self.predict(images)
 
     def decode_images(self, image_bytes):
         """Encoded images (batch,) -> float32 (batch, size, size, 3) on 0..255, as evaluation
@@ -156,14 +196,22 @@ class ServingModule(tf.Module):
             fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
         )
 
-    def _serve_image_bytes(self, image_bytes):
-        return self._predict(self.decode_images(image_bytes))
+    def serve_image_bytes(self, image_bytes):
+        return self.predict(self.decode_images(image_bytes))
 
-    def signatures(self):
-        return {
-            IMAGES_SIGNATURE: self.serve_images.get_concrete_function(),
-            BYTES_SIGNATURE: self.serve_image_bytes.get_concrete_function(),
-        }
+    def functions(self):
+        return {IMAGES_SIGNATURE: self.serve_images, BYTES_SIGNATURE: self.serve_image_bytes}
+
+    def archive(self):
+        """A keras.export.ExportArchive with one endpoint per signature. The model is not
+        `track`ed as well: the endpoints already track every variable they read, and tracking
+        the model would add each keras.Variable wrapper, saved as a second copy of every
+        weight (twice the variables on disk and in the server's memory)."""
+        archive = keras.export.ExportArchive()
+        signatures = self.input_signatures
+        for name, function in self.functions().items():
+            archive.add_endpoint(name, function, input_signature=signatures[name])
+        return archive
 
 
 def existing_versions(base):
@@ -197,22 +245,162 @@ def _version_path(base, version):
     return path
 
 
-def _check_close(name, expected, actual):
-    """Raises ExportError unless a converted model's outputs match the SavedModel's."""
+def _check_close(name, expected, actual, what="the file was not written"):
+    """Raises ExportError unless another runtime's outputs (`actual`) match the Keras
+    model's (`expected`)."""
     for key, tolerance in (("probabilities", 1e-4), ("logits", 1e-3)):
         reference = np.asarray(expected[key])
         scale = 1.0 + float(np.max(np.abs(reference)))
         error = float(np.max(np.abs(reference - np.asarray(actual[key]))))
         if not error <= tolerance * scale:
             raise ExportError(
-                f"the {name} model's {key} differ from the SavedModel's by {error:.3g} "
-                f"(tolerance {tolerance * scale:.3g}); the {name} file was not written"
+                f"{name} gives {key} that differ from the Keras model's by {error:.3g} "
+                f"(tolerance {tolerance * scale:.3g}); {what}"
             )
+    if "classes" in actual:
+        # Ties aside, the top-k order follows the probabilities just compared.
+        expected_top = np.asarray(expected["probabilities"])
+        top = np.take_along_axis(expected_top, np.asarray(actual["classes"]), axis=1)
+        if not np.all(np.diff(top, axis=1) <= 1e-4):
+            raise ExportError(f"{name} gives classes out of probability order; {what}")
 
 
-def _check_images(module, count=4, seed=0):
-    size = module.image_size
-    return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype(np.float32)
+# --- Warm-up requests: TensorFlow Serving's PredictionLog records, written without
+# tensorflow-serving-api (not a dependency) from the protocol buffer wire format. The field
+# numbers are those of tensorflow_serving/apis/{prediction_log,predict,model}.proto:
+# PredictionLog.predict_log = 6; PredictLog.request = 1; PredictRequest.model_spec = 1,
+# .inputs = 2 (map<string, TensorProto>: entry key = 1, value = 2); ModelSpec.name = 1,
+# .signature_name = 3.
+
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number, payload):
+    """A length-delimited field (wire type 2): strings, bytes, embedded messages."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def prediction_log(signature_name, inputs, model_name=""):
+    """A serialised tensorflow.serving.PredictionLog holding a PredictRequest for
+    `signature_name` with `inputs` ({input name: array}), as TensorFlow Serving reads them from
+    assets.extra/tf_serving_warmup_requests."""
+    spec = (_field(1, model_name) if model_name else b"") + _field(3, signature_name)
+    request = _field(1, spec)
+    for key in sorted(inputs):
+        tensor = tf.make_tensor_proto(inputs[key]).SerializeToString()
+        request += _field(2, _field(1, key) + _field(2, tensor))
+    return _field(6, _field(1, request))
+
+
+def _smooth_images(count, height, width, seed):
+    """Deterministic smooth RGB images, float32 0..255: JPEG-friendly, not constant."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (count, 4, 4, 3)).astype(np.float32)
+    images = tf.image.resize(coarse, (height, width), method="bilinear").numpy()
+    return np.clip(np.round(images), 0, 255).astype(np.float32)
+
+
+def warmup_requests(signatures, batch_sizes=DEFAULT_WARMUP_BATCH_SIZES, seed=0):
+    """[(signature name, {input name: array})]: for each batch size, one request of pixels for
+    serving_default and one of JPEGs for serve_image_bytes. The JPEGs are larger than the
+    model's input and not square (shorter side image_size / crop_fraction, 4:3), so that
+    decoding, the crop and the resize all run as for real photos."""
+    size = signatures.image_size
+    shorter = int(round(size / signatures.crop_fraction))
+    longer = int(round(shorter * 4 / 3))
+    requests = []
+    for batch in batch_sizes:
+        images = _smooth_images(batch, size, size, seed + batch)
+        photos = _smooth_images(batch, shorter, longer, seed + 1000 + batch).astype(np.uint8)
+        jpegs = [tf.io.encode_jpeg(photo, quality=90).numpy() for photo in photos]
+        requests.append((IMAGES_SIGNATURE, {IMAGES_INPUT: images}))
+        requests.append((BYTES_SIGNATURE, {BYTES_INPUT: np.array(jpegs, dtype=object)}))
+    return requests
+
+
+def write_warmup_file(path, requests, model_name=""):
+    if len(requests) > MAX_WARMUP_RECORDS:
+        raise ExportError(
+            f"{len(requests)} warm-up requests; TensorFlow Serving loads at most "
+            f"{MAX_WARMUP_RECORDS}"
+        )
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature_name, inputs in requests:
+            writer.write(prediction_log(signature_name, inputs, model_name))
+
+
+@contextlib.contextmanager
+def _quiet_tf_logger():
+    """Keeps the TF1 loader's deprecation notice ("Use `tf.saved_model.load` instead") out of
+    the export's output: here the TF1 loader is the point."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def run_in_session(saved_model_dir, requests):
+    """Runs [(signature name, {input name: array})] the way TensorFlow Serving does: the
+    SavedModel loaded into a TF1 session (variables restored by the saver's restore op), each
+    signature fed and fetched by its SignatureDef tensor names. Returns a list of
+    {output name: array}."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session, _quiet_tf_logger():
+        meta_graph = tf.compat.v1.saved_model.load(
+            session, [tf.saved_model.SERVING], saved_model_dir
+        )
+        results = []
+        for signature_name, inputs in requests:
+            signature = meta_graph.signature_def[signature_name]
+            feeds = {signature.inputs[key].name: value for key, value in inputs.items()}
+            fetches = {key: info.name for key, info in signature.outputs.items()}
+            results.append(session.run(fetches, feeds))
+    return results
+
+
+_NOISE = ("Graph execution error", "[[", "Detected at node")
+
+
+def check_session_loader(saved_model_dir, signatures, requests):
+    """Raises ExportError unless TensorFlow Serving's way of loading and running the SavedModel
+    answers `requests` as the Keras model does."""
+    functions = signatures.functions()
+    try:
+        answers = run_in_session(saved_model_dir, requests)
+    except tf.errors.OpError as error:
+        # The first line that says something ("Graph execution error:" does not).
+        lines = [line.strip() for line in str(error).splitlines()]
+        lines = [line for line in lines if line and not line.startswith(_NOISE)] or [""]
+        message = lines[0][:500]
+        raise ExportError(
+            "the SavedModel does not run in TensorFlow Serving's session loader "
+            f"({type(error).__name__}: {message}); nothing was exported"
+        ) from error
+    for (name, inputs), answer in zip(requests, answers):
+        expected = functions[name](**{key: tf.constant(v) for key, v in inputs.items()})
+        expected = {key: value.numpy() for key, value in expected.items()}
+        _check_close(
+            f"the SavedModel's {name} in the session loader", expected, answer,
+            what="the version was not written",
+        )  # fmt: skip
+
+
+def _check_images(signatures, count=4, seed=0):
+    size = signatures.image_size
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (count, size, size, 3)).astype(np.float32)
 
 
 def _onnx_modules():
@@ -227,49 +415,116 @@ def _onnx_modules():
     return onnxruntime, tf2onnx
 
 
-def write_onnx(module, path, saved_model_dir, opset=None):
+def write_onnx(signatures, path, opset=None):
     """Converts the `serving_default` signature (float32 images in; probabilities, logits,
     classes, class_names out) to ONNX with tf2onnx, then checks it with onnxruntime against
-    the SavedModel in `saved_model_dir`. Image decoding has no ONNX equivalent, so there is
-    no `serve_image_bytes` here: decode and crop before calling it."""
+    the Keras model. Image decoding has no ONNX equivalent, so there is no
+    `serve_image_bytes` here: decode and crop before calling it."""
     onnxruntime, tf2onnx = _onnx_modules()
-    size = module.image_size
-    spec = [tf.TensorSpec([None, size, size, 3], tf.float32, IMAGES_INPUT)]
-    tf2onnx.convert.from_function(module.serve_images, spec, opset=opset, output_path=path)
+    spec = signatures.input_signatures[IMAGES_SIGNATURE]
+    function = tf.function(signatures.serve_images, input_signature=spec, autograph=False)
+    tf2onnx.convert.from_function(function, spec, opset=opset, output_path=path)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    images = _check_images(module)
+    images = _check_images(signatures)
     names = [output.name for output in session.get_outputs()]
     actual = dict(zip(names, session.run(None, {IMAGES_INPUT: images})))
-    expected = tf.saved_model.load(saved_model_dir).signatures[IMAGES_SIGNATURE](
-        images=tf.constant(images)
+    expected = signatures.serve_images(tf.constant(images))
+    _check_close("the ONNX model", {k: v.numpy() for k, v in expected.items()}, actual)
+
+
+def _tflite_interpreter(content):
+    """The LiteRT interpreter where ai-edge-litert is installed, else TensorFlow's own
+    (deprecated in favour of LiteRT, still in TensorFlow 2.21)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = getattr(getattr(tf, "lite", None), "Interpreter", None)
+        if Interpreter is None:
+            raise ExportError(
+                "TFLite export needs a TFLite interpreter to check the file: "
+                "pip install ai-edge-litert"
+            ) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Interpreter(model_content=content)
+
+
+def write_tflite(signatures, path, saved_model_dir):
+    """Converts the SavedModel's `serving_default` signature (float32 images in;
+    probabilities, logits, classes, class_names out) with TensorFlow's TFLite converter, float32
+    builtin ops only (no quantisation, no Flex ops), then checks it with the TFLite interpreter
+    against the Keras model. As for ONNX, there is no `serve_image_bytes`: decode and crop
+    first."""
+    if getattr(getattr(tf, "lite", None), "TFLiteConverter", None) is None:
+        raise ExportError("this TensorFlow has no tf.lite.TFLiteConverter; the TFLite file "
+                          "was not written")  # fmt: skip
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[IMAGES_SIGNATURE]
     )
-    _check_close("ONNX", {k: v.numpy() for k, v in expected.items()}, actual)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        content = converter.convert()
+    except Exception as error:  # the converter raises several unrelated types
+        raise ExportError(f"the TFLite converter failed ({error}); nothing was written") from error
+    interpreter = _tflite_interpreter(content)
+    runner = interpreter.get_signature_runner(IMAGES_SIGNATURE)
+    images = _check_images(signatures)
+    actual = runner(**{IMAGES_INPUT: images})
+    expected = signatures.serve_images(tf.constant(images))
+    _check_close("the TFLite model", {k: v.numpy() for k, v in expected.items()}, actual)
+    with open(path, "wb") as f:
+        f.write(content)
 
 
-def save(module, output, *, version=None, metadata=None, onnx=False):
-    """Writes `module` as a SavedModel in `output`/<version>/ (default: the next free
-    version), atomically. Returns the version folder's path.
+def save(
+    signatures,
+    output,
+    *,
+    version=None,
+    metadata=None,
+    onnx=False,
+    tflite=False,
+    warmup_batch_sizes=DEFAULT_WARMUP_BATCH_SIZES,
+):
+    """Writes `signatures` (a ServingSignatures) as a SavedModel in `output`/<version>/
+    (default: the next free version), atomically, with its warm-up requests, after running
+    them in TensorFlow Serving's session loader. Returns the version folder's path.
 
-    onnx: also write model.onnx into the version folder (the `serving_default` signature
-    only), checked against the SavedModel before the version folder appears."""
+    onnx / tflite: also write model.onnx / model.tflite into the version folder (the
+    `serving_default` signature only), checked before the version folder appears."""
     base = os.path.abspath(os.fspath(output))
     if os.path.exists(base) and not os.path.isdir(base):
         raise ExportError(f"{base} exists and is not a folder")
     final = _version_path(base, version)
     if onnx:
         _onnx_modules()  # missing packages fail before the work
+    batch_sizes = tuple(int(b) for b in warmup_batch_sizes)
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"warmup_batch_sizes must be positive integers, got {warmup_batch_sizes}")
     os.makedirs(base, exist_ok=True)
     # Hidden, and not a number: TensorFlow Serving does not take it for a version.
     temporary = tempfile.mkdtemp(dir=base, prefix=f".tmp-{os.path.basename(final)}-")
     try:
-        tf.saved_model.save(module, temporary, signatures=module.signatures())
+        signatures.archive().write_out(temporary, verbose=False)
+        extra = os.path.join(temporary, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        requests = warmup_requests(signatures, batch_sizes)
+        write_warmup_file(
+            os.path.join(extra, WARMUP_FILE), requests, model_name=os.path.basename(base)
+        )
+        check_session_loader(temporary, signatures, requests)
         if metadata is not None:
-            extra = os.path.join(temporary, "assets.extra")
-            os.makedirs(extra, exist_ok=True)
             with open(os.path.join(extra, METADATA_FILE), "w") as f:
                 json.dump(metadata, f, indent=2, sort_keys=True)
         if onnx:
-            write_onnx(module, os.path.join(temporary, ONNX_FILE), temporary)
+            write_onnx(signatures, os.path.join(temporary, ONNX_FILE))
+        if tflite:
+            write_tflite(signatures, os.path.join(temporary, TFLITE_FILE), temporary)
+        # mkdtemp made the folder private (0700): give the version the permissions of any
+        # new folder, so that a server running as another user can read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o777 & ~umask)
         # Checked again just before the rename: renaming onto an empty folder would replace it.
         if os.path.lexists(final):
             raise ExportError(f"{final} appeared during the export; it is left untouched")
@@ -293,11 +548,14 @@ def export_model(
     version=None,
     metadata=None,
     onnx=False,
+    tflite=False,
+    warmup_batch_sizes=DEFAULT_WARMUP_BATCH_SIZES,
+    source="the model",
 ):
     """Exports a Keras model that maps normalised images to logits. Returns the path of
-    the version folder written."""
+    the version folder written. `source` names the weights' origin in errors."""
     image_size = image_size or model.input_shape[1]
-    module = ServingModule(
+    signatures = ServingSignatures(
         model,
         mean=mean,
         std=std,
@@ -306,20 +564,32 @@ def export_model(
         crop_fraction=crop_fraction,
         top_k=top_k,
     )
+    check_finite(model, source)
     metadata = dict(metadata or {})
     metadata.update(
-        image_size=module.image_size,
-        mean=list(module.mean),
-        std=list(module.std),
-        crop_fraction=module.crop_fraction,
-        top_k=module.top_k,
+        image_size=signatures.image_size,
+        mean=list(signatures.mean),
+        std=list(signatures.std),
+        crop_fraction=signatures.crop_fraction,
+        top_k=signatures.top_k,
         class_names=[str(name) for name in class_names],
         signatures={
             IMAGES_SIGNATURE: IMAGES_INPUT,
             BYTES_SIGNATURE: BYTES_INPUT,
         },
+        warmup_batch_sizes=[int(b) for b in warmup_batch_sizes],
+        verified=["tf1_session_loader"] + ["onnxruntime"] * bool(onnx)
+        + ["tflite_interpreter"] * bool(tflite),
+    )  # fmt: skip
+    return save(
+        signatures,
+        output,
+        version=version,
+        metadata=metadata,
+        onnx=onnx,
+        tflite=tflite,
+        warmup_batch_sizes=warmup_batch_sizes,
     )
-    return save(module, output, version=version, metadata=metadata, onnx=onnx)
 
 
 def export_run(
@@ -331,6 +601,8 @@ def export_run(
     version=None,
     crop_fraction=None,
     onnx=False,
+    tflite=False,
+    warmup_batch_sizes=DEFAULT_WARMUP_BATCH_SIZES,
 ):
     """Exports a training run's model from `checkpoint` (default: the run's latest).
 
@@ -354,6 +626,9 @@ def export_run(
         top_k=top_k,
         version=version,
         onnx=onnx,
+        tflite=tflite,
+        warmup_batch_sizes=warmup_batch_sizes,
+        source=f"checkpoint {path}",
         metadata=dict(
             source="run",
             model_dir=os.path.abspath(model_dir),
@@ -387,6 +662,8 @@ def export_weights(
     top_k=DEFAULT_TOP_K,
     version=None,
     onnx=False,
+    tflite=False,
+    warmup_batch_sizes=DEFAULT_WARMUP_BATCH_SIZES,
 ):
     """Exports a model built by name with a Keras weights file, without a training run.
 
@@ -434,6 +711,9 @@ def export_weights(
         top_k=top_k,
         version=version,
         onnx=onnx,
+        tflite=tflite,
+        warmup_batch_sizes=warmup_batch_sizes,
+        source=f"weights file {os.fspath(weights)}",
         metadata=dict(
             source="weights",
             weights=os.path.abspath(os.fspath(weights)),

@@ -1,9 +1,12 @@
-"""Export for serving: SavedModels checked in a fresh TensorFlow-only process, the REST path
-as TensorFlow Serving decodes it, saved_model_cli, versions, failures, mixed precision, ONNX.
+"""Export for serving: SavedModels checked in fresh processes that import only TensorFlow,
+in TensorFlow Serving's own loader path (the TF1 session, `saved_model_cli run`), the REST path
+as TensorFlow Serving decodes it, the warm-up file, versions, failures, mixed precision,
+non-finite weights, ONNX and TFLite.
 
 One small run (ResNet-20 at 32x32, a few SGD steps and random BatchNorm statistics so that
 nothing is at its initial value) is exported once through the command-line entry point and
-shared by the tests.
+shared by the tests; so are exports from a weights file, from a torchvision checkpoint
+(ResNet-18 at 32x32) and from mixed_float16 / mixed_bfloat16 runs.
 """
 
 import base64
@@ -18,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_resnet.models
 from keras_resnet import export, runs
 from keras_resnet.data import demo, preprocessing, sources
 
@@ -350,6 +354,491 @@ def saved_model_cli():
     return candidate if os.path.exists(candidate) else shutil.which("saved_model_cli")
 
 
+# --- TensorFlow Serving's loader path: every kind of export, in fresh processes. ---
+
+
+def real_jpeg():
+    """A real photograph (matplotlib's sample, 512x600): camera JPEG, not a synthetic one."""
+    import matplotlib
+
+    path = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def torchvision_resnet18_state(classes=10, seed=4):
+    """A ResNet-18 state dict in torchvision's naming and layout (OIHW kernels, (out, in) fc),
+    random weights and non-trivial BatchNorm statistics, float32 numpy arrays."""
+    rng = np.random.default_rng(seed)
+    state = {}
+
+    def conv(key, out_channels, in_channels, size):
+        std = np.sqrt(2.0 / (in_channels * size * size))
+        shape = (out_channels, in_channels, size, size)
+        state[key + ".weight"] = (rng.standard_normal(shape) * std).astype("float32")
+
+    def bn(key, channels):
+        state[key + ".weight"] = rng.uniform(0.5, 1.5, channels).astype("float32")
+        state[key + ".bias"] = rng.normal(0, 0.1, channels).astype("float32")
+        state[key + ".running_mean"] = rng.normal(0, 0.2, channels).astype("float32")
+        state[key + ".running_var"] = rng.uniform(0.5, 2.0, channels).astype("float32")
+        state[key + ".num_batches_tracked"] = np.array(7, "int64")
+
+    conv("conv1", 64, 3, 7)
+    bn("bn1", 64)
+    channels = 64
+    for stage, filters in enumerate((64, 128, 256, 512)):
+        for index in range(2):
+            prefix = f"layer{stage + 1}.{index}."
+            conv(prefix + "conv1", filters, channels if index == 0 else filters, 3)
+            bn(prefix + "bn1", filters)
+            conv(prefix + "conv2", filters, filters, 3)
+            bn(prefix + "bn2", filters)
+            if index == 0 and stage > 0:
+                conv(prefix + "downsample.0", filters, channels, 1)
+                bn(prefix + "downsample.1", filters)
+        channels = filters
+    state["fc.weight"] = rng.normal(0, 0.05, (classes, channels)).astype("float32")
+    state["fc.bias"] = rng.normal(0, 0.05, classes).astype("float32")
+    return state
+
+
+@pytest.fixture(scope="module")
+def exports(run_dir, exported, tmp_path_factory):
+    """Every kind of export, with the float32 Keras model each must reproduce:
+    run (the command-line export), weights (a .weights.h5 file), torchvision (a torchvision
+    ResNet-18 .safetensors checkpoint), mixed_float16 and mixed_bfloat16 (runs trained so)."""
+    folder = tmp_path_factory.mktemp("exports")
+    result = {"run": dict(path=exported, model=reference_model(run_dir), crop_fraction=0.875)}
+
+    model = reference_model(run_dir)
+    weights = str(folder / "resnet20.weights.h5")
+    model.save_weights(weights)
+    names = str(folder / "labels.txt")
+    with open(names, "w") as f:
+        f.write("\n".join(f"shape {i}" for i in range(10)) + "\n")
+    path = export.export_weights(
+        "ResNet-20", weights, str(folder / "weights"), class_names_file=names,
+        mean=RUN_CONFIG["mean"], std=RUN_CONFIG["std"], version=7,
+    )  # fmt: skip
+    result["weights"] = dict(path=path, model=model, crop_fraction=1.0)
+
+    import safetensors.numpy
+
+    checkpoint = str(folder / "resnet18.safetensors")
+    safetensors.numpy.save_file(torchvision_resnet18_state(), checkpoint)
+    path = export.export_weights(
+        "resnet18", checkpoint, str(folder / "torchvision"), num_classes=10, image_size=SIZE
+    )
+    with export.float32_policy():
+        model = keras_resnet.models.build(
+            "resnet18", classes=10, input_shape=(SIZE, SIZE, 3), classifier_activation=None,
+            weights=checkpoint,
+        )  # fmt: skip
+    result["torchvision"] = dict(path=path, model=model, crop_fraction=0.875)
+
+    for precision, seed in (("mixed_float16", 5), ("mixed_bfloat16", 3)):
+        run = str(folder / f"run-{precision}")
+        # bfloat16 under a distribution strategy, as the trainer runs it on many devices.
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0"]) if "bfloat" in precision else None
+        mixed = make_run(run, precision=precision, strategy=strategy, seed=seed)
+        assert mixed.layers[1].compute_dtype == precision.split("_")[1]
+        path = export.export_run(run, str(folder / precision))
+        result[precision] = dict(
+            path=path, model=reference_model(run), crop_fraction=0.875, mixed=mixed
+        )
+    return result
+
+
+# Imports only TensorFlow (and numpy): loads every export the way TensorFlow Serving's C++
+# loader does (a TF1 session; variables restored by the saver's restore op) and the TF2 way,
+# runs both signatures both ways, and reads the warm-up file with a protocol buffer wire
+# format reader of its own, running each warm-up request in the session as the server does.
+SESSION_PROCESS = r'''
+import base64, json, sys
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+
+work = sys.argv[1]
+exports = json.load(open(work + "/exports.json"))
+images = np.load(work + "/images.npy")
+encoded = [base64.b64decode(e) for e in json.load(open(work + "/encoded.json"))]
+
+
+def varint(data, i):
+    result = shift = 0
+    while True:
+        byte = data[i]
+        i += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return result, i
+
+
+def fields(data):
+    """(field number, value) of a serialised message; length-delimited values as bytes."""
+    i, out = 0, []
+    while i < len(data):
+        key, i = varint(data, i)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, i = varint(data, i)
+        elif wire_type == 2:
+            length, i = varint(data, i)
+            value, i = data[i:i + length], i + length
+        elif wire_type in (1, 5):
+            size = 8 if wire_type == 1 else 4
+            value, i = data[i:i + size], i + size
+        else:
+            raise ValueError(f"wire type {wire_type}")
+        out.append((number, value))
+    return out
+
+
+def parse_prediction_log(record):
+    """tensorflow.serving.PredictionLog -> its PredictRequest (predict_log = 6, request = 1;
+    model_spec = 1 with name = 1 and signature_name = 3; inputs = 2, entries key 1, value 2)."""
+    top = fields(record)
+    (log,) = [value for number, value in top if number == 6]
+    (request,) = [value for number, value in fields(log) if number == 1]
+    parsed = dict(log_fields=[number for number, _ in top], model_name="", signature="",
+                  inputs={})
+    for number, value in fields(request):
+        if number == 1:
+            for inner, text in fields(value):
+                if inner == 1:
+                    parsed["model_name"] = text.decode()
+                elif inner == 3:
+                    parsed["signature"] = text.decode()
+        elif number == 2:
+            entry = dict(fields(value))
+            tensor = tensor_pb2.TensorProto.FromString(entry[2])
+            parsed["inputs"][entry[1].decode()] = tf.make_ndarray(tensor)
+    return parsed
+
+
+def session_run(path, requests):
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        answers = []
+        for signature_name, inputs in requests:
+            signature = meta_graph.signature_def[signature_name]
+            fetches = {key: info.name for key, info in signature.outputs.items()}
+            feeds = {signature.inputs[key].name: value for key, value in inputs.items()}
+            answers.append(session.run(fetches, feeds))
+    return answers
+
+
+for kind, path in exports.items():
+    result = {}
+    requests = [("serving_default", {"images": images}),
+                ("serve_image_bytes", {"image_bytes": np.array(encoded, dtype=object)})]
+    loaded = tf.saved_model.load(path)
+    for (signature_name, inputs), answer in zip(requests, session_run(path, requests)):
+        name = "images" if signature_name == "serving_default" else "bytes"
+        tf2 = loaded.signatures[signature_name](**{k: tf.constant(v) for k, v in inputs.items()})
+        for key, value in answer.items():
+            result[f"session_{name}_{key}"] = value
+            result[f"tf2_{name}_{key}"] = tf2[key].numpy()
+    records = [r.numpy() for r in tf.data.TFRecordDataset(
+        path + "/assets.extra/tf_serving_warmup_requests")]
+    warmup = [parse_prediction_log(record) for record in records]
+    result["warmup_log_fields"] = np.array([w["log_fields"] for w in warmup])
+    result["warmup_model_names"] = np.array([w["model_name"] for w in warmup])
+    result["warmup_signatures"] = np.array([w["signature"] for w in warmup])
+    result["warmup_inputs"] = np.array([",".join(sorted(w["inputs"])) for w in warmup])
+    result["warmup_batch_sizes"] = np.array([len(next(iter(w["inputs"].values())))
+                                             for w in warmup])
+    answers = session_run(path, [(w["signature"], w["inputs"]) for w in warmup])
+    result["warmup_probabilities_sums"] = np.concatenate(
+        [a["probabilities"].sum(axis=1) for a in answers])
+    try:  # where tensorflow-serving-api is installed: its own reading of the same records
+        from tensorflow_serving.apis import prediction_log_pb2
+    except ImportError:
+        result["official_signatures"] = np.array([], dtype=str)
+    else:
+        result["official_signatures"] = np.array([
+            prediction_log_pb2.PredictionLog.FromString(r).predict_log.request.model_spec
+            .signature_name for r in records])
+    np.savez(f"{work}/session-{kind}.npz", **result)
+modules = sorted(m for m in sys.modules if m.split(".")[0] in ("keras_resnet", "keras"))
+json.dump(modules, open(work + "/modules.json", "w"))
+'''
+
+
+def fresh_python(script, *args, cwd, timeout=300):
+    """Runs `script` in a new interpreter outside the repository, with nothing of it on the
+    path: only TensorFlow is there."""
+    path = os.path.join(cwd, "script.py")
+    with open(path, "w") as f:
+        f.write(script)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, path, *args], capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, env=env,
+    )  # fmt: skip
+
+
+def session_inputs():
+    """The pixels (32x32) and encoded images every export is asked about: the synthetic JPEGs
+    and PNG of encoded_images() and a real photograph."""
+    return sample_images(), encoded_images() + [real_jpeg()]
+
+
+@pytest.fixture(scope="module")
+def session_process(exports, tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("session"))
+    images, encoded = session_inputs()
+    np.save(os.path.join(work, "images.npy"), images)
+    with open(os.path.join(work, "encoded.json"), "w") as f:
+        json.dump([base64.b64encode(e).decode("ascii") for e in encoded], f)
+    with open(os.path.join(work, "exports.json"), "w") as f:
+        json.dump({kind: item["path"] for kind, item in exports.items()}, f)
+    result = fresh_python(SESSION_PROCESS, work, cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(work, "modules.json")) as f:
+        modules = json.load(f)
+    outputs = {
+        kind: dict(np.load(os.path.join(work, f"session-{kind}.npz"), allow_pickle=True))
+        for kind in exports
+    }
+    return dict(outputs=outputs, modules=modules, images=images, encoded=encoded)
+
+
+KINDS = ("run", "weights", "torchvision", "mixed_float16", "mixed_bfloat16")
+
+
+def expected_probabilities(item, images, encoded):
+    """The Keras model's probabilities for the pixels, and for the encoded images as the
+    evaluation pipeline prepares them."""
+    views = np.stack([evaluation_view(e, item["crop_fraction"]) for e in encoded])
+    return keras_probabilities(item["model"], images), keras_probabilities(item["model"], views)
+
+
+def test_session_process_imports_tensorflow_only(session_process):
+    # (TensorFlow's tf.compat.v1 imports keras on its own; keras_resnet is nowhere.)
+    modules = session_process["modules"]
+    assert not [m for m in modules if m.startswith("keras_resnet")], modules
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_session_loader_runs_both_signatures_as_tf2_and_keras(kind, exports, session_process):
+    """TensorFlow Serving's loader path (TF1 session, saver restore op) gives the same answers
+    as tf.saved_model.load, to 1e-5, and both match the Keras model."""
+    out = session_process["outputs"][kind]
+    for name in ("images", "bytes"):
+        for key in ("probabilities", "logits"):
+            np.testing.assert_allclose(
+                out[f"session_{name}_{key}"], out[f"tf2_{name}_{key}"], atol=1e-5, err_msg=key
+            )
+        np.testing.assert_array_equal(out[f"session_{name}_classes"], out[f"tf2_{name}_classes"])
+        np.testing.assert_array_equal(
+            out[f"session_{name}_class_names"], out[f"tf2_{name}_class_names"]
+        )
+    by_images, by_bytes = expected_probabilities(
+        exports[kind], session_process["images"], session_process["encoded"]
+    )
+    np.testing.assert_allclose(out["session_images_probabilities"], by_images, atol=1e-5)
+    np.testing.assert_allclose(out["session_bytes_probabilities"], by_bytes, atol=1e-5)
+    # Not a degenerate model: the answers are spread over the classes and differ by image.
+    assert by_images.max() < 0.999 and len({tuple(p.round(3)) for p in by_images}) > 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_warmup_file_holds_prediction_logs_for_both_signatures(kind, exports, session_process):
+    out = session_process["outputs"][kind]
+    signatures = list(out["warmup_signatures"])
+    # Batch 1 and 8 of each signature, as PredictionLog.predict_log (field 6) records.
+    assert signatures == ["serving_default", "serve_image_bytes"] * 2
+    assert all(list(fields) == [6] for fields in out["warmup_log_fields"])
+    assert list(out["warmup_inputs"]) == ["images", "image_bytes"] * 2
+    assert list(out["warmup_batch_sizes"]) == [1, 1, 8, 8]
+    base = os.path.basename(os.path.dirname(exports[kind]["path"]))
+    assert set(out["warmup_model_names"]) == {base}
+    # Each request ran in the session loader, as TensorFlow Serving runs them at load time.
+    np.testing.assert_allclose(out["warmup_probabilities_sums"], 1.0, atol=1e-5)
+    if len(out["official_signatures"]):  # tensorflow-serving-api's reading agrees
+        assert list(out["official_signatures"]) == signatures
+
+
+def test_mixed_precision_exports_float32_close_to_the_mixed_model(exports, session_process):
+    """Runs trained in mixed_float16 / mixed_bfloat16 export float32 outputs (the float32
+    restoration, compared in the session-loader test above) that agree with the mixed model
+    itself as far as its precision allows."""
+    images = session_process["images"]
+    for precision in ("mixed_float16", "mixed_bfloat16"):
+        out = session_process["outputs"][precision]
+        assert out["session_images_probabilities"].dtype == np.float32
+        assert out["session_images_logits"].dtype == np.float32
+        np.testing.assert_allclose(
+            out["session_images_probabilities"],
+            keras_probabilities(exports[precision]["mixed"], images),
+            atol=0.1,
+        )
+
+
+@pytest.fixture(scope="module")
+def cli_runs(exports, session_process, tmp_path_factory):
+    """`saved_model_cli run` on both signatures of the run, weights and torchvision exports,
+    as a new user tries an export: pixels from a .npy file, bytes of a real JPEG from a .npy
+    file. Six fresh processes, started together."""
+    work = tmp_path_factory.mktemp("cli")
+    images = session_process["images"]
+    np.save(work / "images.npy", images)
+    np.save(work / "jpegs.npy", np.array([real_jpeg()], dtype=object), allow_pickle=True)
+    inputs = {"serving_default": "images=images.npy", "serve_image_bytes": "image_bytes=jpegs.npy"}
+    processes = {}
+    for kind in ("run", "weights", "torchvision"):
+        for signature, argument in inputs.items():
+            outdir = work / f"{kind}-{signature}"
+            command = [
+                saved_model_cli(), "run", "--dir", exports[kind]["path"], "--tag_set", "serve",
+                "--signature_def", signature, "--inputs", argument, "--outdir", str(outdir),
+            ]  # fmt: skip
+            processes[kind, signature] = (
+                subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True),
+                outdir,
+            )  # fmt: skip
+    results = {}
+    for key, (process, outdir) in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        outputs = {}
+        if os.path.isdir(outdir):
+            for name in os.listdir(outdir):
+                outputs[name[: -len(".npy")]] = np.load(outdir / name, allow_pickle=True)
+        results[key] = dict(returncode=process.returncode, stderr=stderr, outputs=outputs)
+    return results
+
+
+@pytest.mark.skipif(saved_model_cli() is None, reason="saved_model_cli not installed")
+@pytest.mark.parametrize("kind", ("run", "weights", "torchvision"))
+def test_saved_model_cli_run_both_signatures(kind, exports, cli_runs, session_process):
+    images = session_process["images"]
+    jpeg = real_jpeg()
+    expected = {
+        "serving_default": keras_probabilities(exports[kind]["model"], images),
+        "serve_image_bytes": keras_probabilities(
+            exports[kind]["model"], evaluation_view(jpeg, exports[kind]["crop_fraction"])[None]
+        ),
+    }
+    for signature in ("serving_default", "serve_image_bytes"):
+        run = cli_runs[kind, signature]
+        assert run["returncode"] == 0, run["stderr"][-3000:]
+        assert set(run["outputs"]) == set(export.OUTPUTS)
+        np.testing.assert_allclose(
+            run["outputs"]["probabilities"], expected[signature], atol=1e-5
+        )
+
+
+def test_variables_are_stored_once(exports):
+    """The checkpoint holds each of the model's variables once: the endpoints' own variables,
+    not keras.Variable wrappers as well (which would double the file and the server's memory)."""
+    for kind in ("run", "torchvision"):
+        names = [
+            name
+            for name, _ in tf.train.list_variables(
+                os.path.join(exports[kind]["path"], "variables", "variables")
+            )
+            if name.endswith("VARIABLE_VALUE")
+        ]
+        assert len(names) == len(exports[kind]["model"].variables), kind
+
+
+def test_export_that_the_session_loader_cannot_run_is_refused(run_dir, tmp_path, monkeypatch):
+    """The old way (a Keras model held by a plain tf.Module) loads with tf.saved_model.load
+    but not in TensorFlow Serving's loader; the export's own check refuses it, writes nothing."""
+
+    class ModuleArchive:
+        def __init__(self, signatures):
+            self.signatures = signatures
+
+        def write_out(self, path, verbose=False):
+            module = tf.Module()
+            module.model = self.signatures.model
+            functions = {
+                name: tf.function(function, input_signature=spec)
+                for (name, function), spec in zip(
+                    self.signatures.functions().items(),
+                    self.signatures.input_signatures.values(),
+                )
+            }
+            module.functions = functions
+            tf.saved_model.save(
+                module, path,
+                signatures={n: f.get_concrete_function() for n, f in functions.items()},
+            )  # fmt: skip
+
+    monkeypatch.setattr(export.ServingSignatures, "archive", lambda self: ModuleArchive(self))
+    base = str(tmp_path / "serving")
+    with pytest.raises(export.ExportError, match="session loader.*Could not find variable"):
+        export.export_run(run_dir, base)
+    assert os.listdir(base) == []
+
+
+def poisoned(model, count):
+    """Puts NaN into one and Inf into the other of the first `count` kernels."""
+    kernels = [v for v in model.variables if v.path.endswith("kernel")][:count]
+    for i, variable in enumerate(kernels):
+        value = variable.numpy()
+        value.flat[i] = np.nan if i % 2 == 0 else np.inf
+        variable.assign(value)
+    return model
+
+
+def test_non_finite_checkpoint_is_refused_by_the_command(run_dir, tmp_path):
+    """A run whose checkpoint holds NaN/Inf weights does not export (exit code 1, one line
+    naming the checkpoint and how many variables), and nothing is written."""
+    run = str(tmp_path / "run")
+    shutil.copytree(run_dir, run)
+    model = poisoned(reference_model(run), 2)
+    checkpoint = os.path.join(runs.checkpoint_dir(run), "diverged")
+    tf.train.Checkpoint(model=model).write(checkpoint)
+    base = str(tmp_path / "serving")
+    result = subprocess.run(
+        [sys.executable, ENTRY_POINT, f"--model_dir={run}", f"--checkpoint={checkpoint}",
+         f"--output={base}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: checkpoint ") and checkpoint in error, error
+    assert f"2 of {len(model.variables)} variables hold NaN or Inf" in error, error
+    assert not os.path.exists(base)
+
+
+def test_non_finite_weights_file_is_refused(run_dir, tmp_path):
+    weights = str(tmp_path / "diverged.weights.h5")
+    poisoned(reference_model(run_dir), 3).save_weights(weights)
+    base = str(tmp_path / "serving")
+    with pytest.raises(export.ExportError, match=r"weights file .*diverged.weights.h5: 3 of"):
+        export.export_weights("resnet20", weights, base)
+    assert not os.path.exists(base)
+
+
+def test_tflite_matches_keras_model(run_dir, tmp_path):
+    """--tflite: model.tflite (serving_default) answers as the Keras model does, with every
+    weight a constant (BatchNorm folded into the convolutions), not a resource variable."""
+    path = export.export_run(run_dir, str(tmp_path / "serving"), tflite=True)
+    with open(os.path.join(path, export.TFLITE_FILE), "rb") as f:
+        interpreter = export._tflite_interpreter(f.read())
+    operators = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert not {"VAR_HANDLE", "READ_VARIABLE"} & operators, operators
+    assert "CONV_2D" in operators
+    images = sample_images(3)
+    outputs = interpreter.get_signature_runner("serving_default")(images=images)
+    assert set(outputs) == set(export.OUTPUTS)
+    expected = keras_probabilities(reference_model(run_dir), images)
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
+    np.testing.assert_array_equal(outputs["classes"], np.argsort(-expected, axis=1)[:, :5])
+    assert [n.decode() for n in outputs["class_names"][0]] == [
+        demo.CLASS_NAMES[c] for c in outputs["classes"][0]
+    ]
+
+
 @pytest.mark.skipif(saved_model_cli() is None, reason="saved_model_cli not installed")
 def test_saved_model_cli_lists_both_signatures(exported):
     result = subprocess.run(
@@ -401,6 +890,8 @@ def test_metadata_beside_the_model(exported, run_dir):
     assert metadata["checkpoint"].endswith("ckpt-1")
     assert metadata["crop_fraction"] == 0.875 and metadata["top_k"] == 5
     assert metadata["class_names"] == list(demo.CLASS_NAMES)
+    assert metadata["warmup_batch_sizes"] == [1, 8]
+    assert metadata["verified"] == ["tf1_session_loader"]
 
 
 def test_versions_next_free_and_never_overwritten(run_dir, tmp_path):
@@ -422,6 +913,10 @@ def test_versions_next_free_and_never_overwritten(run_dir, tmp_path):
     out = loaded.signatures["serving_default"](images=tf.constant(sample_images(1)))
     assert out["classes"].shape == (1, 3) and out["class_names"].shape == (1, 3)
     assert sorted(os.listdir(base)) == [".tmp-6-abc", "1", "5", "6", "notes"]
+    # Readable by a server running as another user (not the temporary folder's 0700).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_failed_export_leaves_no_version_folder(run_dir, tmp_path, monkeypatch):
@@ -446,51 +941,11 @@ def test_missing_onnx_packages_are_a_clear_error(run_dir, tmp_path, monkeypatch)
     assert not os.path.exists(base) or os.listdir(base) == []
 
 
-def test_mixed_precision_model_exports_float32(tmp_path):
-    """A model trained with mixed_bfloat16 (under a distribution strategy) exports float32
-    outputs that match its float32 restoration, and agree with the mixed model itself."""
-    run = str(tmp_path / "run")
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    mixed = make_run(run, precision="mixed_bfloat16", strategy=strategy, seed=3)
-    assert mixed.layers[1].compute_dtype == "bfloat16"
-    path = export.export_run(run, str(tmp_path / "serving"))
-    loaded = tf.saved_model.load(path)
-    images = sample_images(4)
-    for name, signature in loaded.signatures.items():
-        for key, spec in signature.structured_outputs.items():
-            expected = {"classes": tf.int32, "class_names": tf.string}.get(key, tf.float32)
-            assert spec.dtype == expected, (name, key, spec)
-    out = loaded.signatures["serving_default"](images=tf.constant(images))
-    assert out["probabilities"].dtype == tf.float32
-    expected = keras_probabilities(reference_model(run), images)
-    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
-    # bfloat16 has 8 bits of mantissa: the mixed model agrees only roughly.
-    np.testing.assert_allclose(
-        out["probabilities"].numpy(), keras_probabilities(mixed, images), atol=0.1
-    )
-
-
-def test_export_weights_without_a_run(run_dir, tmp_path):
-    model = reference_model(run_dir)
-    weights = str(tmp_path / "resnet20.weights.h5")
-    model.save_weights(weights)
-    names = str(tmp_path / "labels.txt")
-    with open(names, "w") as f:
-        f.write("\n".join(f"shape {i}" for i in range(10)) + "\n")
-    path = export.export_weights(
-        "ResNet-20",
-        weights,
-        str(tmp_path / "serving"),
-        class_names_file=names,
-        mean=RUN_CONFIG["mean"],
-        std=RUN_CONFIG["std"],
-        version=7,
-    )
+def test_export_weights_without_a_run(exports):
+    path = exports["weights"]["path"]
     assert path.endswith(os.sep + "7")
-    images = sample_images(2)
-    out = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
-    np.testing.assert_allclose(
-        out["probabilities"].numpy(), keras_probabilities(model, images), atol=1e-5
+    out = tf.saved_model.load(path).signatures["serving_default"](
+        images=tf.constant(sample_images(2))
     )
     assert out["class_names"].numpy()[0, 0].decode().startswith("shape ")
 
@@ -522,6 +977,7 @@ def test_onnx_matches_saved_model(run_dir, tmp_path):
         (["--output=x", "--model_dir=r", "--weights=w.h5"], "--weights"),
         (["--output=x", "--model=resnet50", "--weights=w", "--checkpoint=c"], "--checkpoint"),
         (["--output=x", "--model_dir=r", "--top_k=0"], "--top_k"),
+        (["--output=x", "--model_dir=r", "--warmup_batch_sizes=1,0"], "--warmup_batch_sizes"),
     ],
 )
 def test_entry_point_names_the_wrong_argument(args, message):

@@ -6,6 +6,7 @@ under two minutes on 2 cores."""
 import dataclasses
 import itertools
 import os
+import time
 import tarfile
 from pathlib import Path
 
@@ -431,13 +432,112 @@ def test_corrupt_images_are_skipped_and_counted(corrupt_folder):
     assert len(labels) == 6 and skipped.value() == 2
     np.testing.assert_array_equal(_labels_from_pixels(images, info), labels)
 
-    skipped.reset()
+    assert [os.path.basename(n) for n in skipped.names()] == ["truncated.jpg", "garbage.jpg"]
+    assert all("/val/" in n for n in skipped.names())
+
+    training_skips = data.SkipCounter()
     train = data.make_dataset("folder", "train", data_dir=corrupt_folder, batch_size=7,
-                              image_size=16, training=True, seed=0, skipped=skipped)  # fmt: skip
+                              image_size=16, training=True, seed=0,
+                              skipped=training_skips)  # fmt: skip
     for _ in train.take(40):  # 280 good images: 23 epochs of 12 good + 2 bad, 46 bad
         pass
-    assert 30 <= skipped.value() <= 80  # counted as they pass; more are read ahead
-    assert "SkipCounter" in repr(skipped)
+    # The same two files fail in every epoch: counted once each, named with their path.
+    assert training_skips.value() == 2 and skipped.value() == 2
+    assert all("/train/" in n for n in training_skips.names())
+    assert "SkipCounter(2)" == repr(training_skips)
+
+
+def _all_corrupt_folder(root, per_class=3):
+    for split in ("train", "val"):
+        for name in CLASSES[:2]:
+            for i in range(per_class):
+                _write(os.path.join(root, split, name, f"{i}.jpg"), b"\xff\xd8\xff broken")
+    return root
+
+
+def test_a_stream_of_only_unreadable_images_stops_with_an_error_naming_one(tmp_path):
+    folder = _all_corrupt_folder(str(tmp_path))
+    train = data.make_dataset("folder", "train", data_dir=folder, batch_size=2, image_size=16,
+                              training=True, seed=0)  # fmt: skip
+    start = time.monotonic()
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        next(iter(train))
+    message = data.data_error_message(raised.value)
+    assert message.startswith(f"folder train: {data.MAX_CONSECUTIVE_FAILURES} images in a row")
+    assert f"{folder}/train/" in message and "--data_dir" in message
+    assert time.monotonic() - start < 60
+    # A finite split of only unreadable images is simply empty (the trainer reports it).
+    skipped = data.SkipCounter()
+    assert not list(data.make_dataset("folder", "validation", data_dir=folder, batch_size=2,
+                                      image_size=16, training=False, skipped=skipped))
+    assert skipped.value() == 6
+
+
+@pytest.mark.parametrize("bad_label", [0, 9999])
+def test_a_tfrecord_label_out_of_range_stops_with_the_file_and_the_label(tmp_path, bad_label):
+    rng = np.random.default_rng(0)
+    items = _tfrecord_items(rng, 2)
+    items[1] = (items[1][0], bad_label - 1)  # write_tfrecords stores label + 1
+    demo.write_tfrecords(str(tmp_path), "train", items, num_shards=1)
+    for training in (True, False):
+        ds = data.make_dataset("imagenet_tfrecord", "train", data_dir=str(tmp_path),
+                               batch_size=2, image_size=16, training=training)  # fmt: skip
+        with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+            _collect(ds.take(3))
+        message = data.data_error_message(raised.value)
+        shard = os.path.join(str(tmp_path), "train-00000-of-00001")
+        assert message == f"{shard} record 2: label {bad_label} is outside 1..1000 (1000 classes)"
+
+
+def test_a_tfrecord_shard_cut_inside_a_record_is_named(tmp_path):
+    rng = np.random.default_rng(0)
+    demo.write_tfrecords(str(tmp_path), "train", _tfrecord_items(rng, 2), num_shards=1)
+    demo.write_tfrecords(str(tmp_path), "validation", _tfrecord_items(rng, 1), num_shards=1)
+    shard = os.path.join(str(tmp_path), "validation-00000-of-00001")
+    content = open(shard, "rb").read()
+    for cut in (len(content) - 30, 5):  # inside a record's data, inside a header
+        with open(shard, "wb") as f:
+            f.write(content[:cut])
+        data.sources.get_source.cache_clear()
+        with pytest.raises(ValueError, match=f"{shard}: truncated TFRecord file: it ends inside "
+                           "record"):  # fmt: skip
+            data.dataset_info("imagenet_tfrecord", str(tmp_path))
+
+
+@pytest.mark.parametrize("examples", [1, 7, 13])
+@pytest.mark.parametrize("eval_mode", ["center", "ten_crop"])
+def test_padded_evaluation_batches_are_full_and_hold_every_example_once(tmp_path, examples,
+                                                                        eval_mode):  # fmt: skip
+    rng = np.random.default_rng(examples)
+    items = _tfrecord_items(rng, 1) * examples
+    demo.write_tfrecords(str(tmp_path), "train", items[:2], num_shards=1)
+    demo.write_tfrecords(str(tmp_path), "validation", items[:examples], num_shards=1)
+    ds = data.make_dataset("imagenet_tfrecord", "validation", data_dir=str(tmp_path),
+                           batch_size=4, image_size=16, training=False, eval_mode=eval_mode,
+                           pad_batches=True)  # fmt: skip
+    labels = []
+    for images, batch_labels in ds.take(-(-examples // 4) + 2):
+        assert images.shape[0] == batch_labels.shape[0] == 4
+        labels.extend(batch_labels.numpy())
+    real = [label for label in labels if label != data.PADDING_LABEL]
+    assert real == [label for _, label in items[:examples]]
+    assert labels[len(real):] == [data.PADDING_LABEL] * (len(labels) - len(real))
+
+
+def test_one_training_epoch_is_whole_batches_and_resumes_exactly(tfrecords):
+    def epoch(number, skip_steps=0):
+        ds = data.make_dataset("imagenet_tfrecord", "train", data_dir=tfrecords, batch_size=4,
+                               image_size=16, training=True, seed=3, deterministic=True,
+                               epoch=number, skip_steps=skip_steps)  # fmt: skip
+        return _collect(ds)
+
+    images, labels = epoch(0)
+    info = data.dataset_info("imagenet_tfrecord", tfrecords)
+    assert len(labels) == 4 * (info.num_train_examples // 4)  # the rest is dropped
+    resumed_images, resumed_labels = epoch(0, skip_steps=2)
+    np.testing.assert_array_equal(resumed_labels, labels[8:])
+    np.testing.assert_array_equal(resumed_images, images[8:])
+    assert not np.array_equal(epoch(1)[1], labels)  # each epoch its own order
 
 
 def test_corrupt_tfrecord_image_is_skipped(tmp_path):

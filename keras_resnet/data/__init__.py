@@ -10,7 +10,16 @@ Datasets: "demo", "imagenet_tfrecord", "folder", "cifar10", "cifar10_folder", "s
 "tfds:<name>" (sources.py says what each reads and how its splits are made).
 """
 
-from keras_resnet.data.pipeline import SkipCounter, dataset_info, make_dataset
+from keras_resnet.data.pipeline import (
+    MAX_CONSECUTIVE_FAILURES,
+    PADDING_LABEL,
+    DataError,
+    SkipCounter,
+    batches_per_epoch,
+    data_error_message,
+    dataset_info,
+    make_dataset,
+)
 from keras_resnet.data.preprocessing import (
     AUGMENTATIONS,
     EVAL_MODES,
@@ -36,7 +45,12 @@ __all__ = [
     "IMAGENET_STD",
     "MULTI_SCALE_SIDES",
     "DatasetInfo",
+    "MAX_CONSECUTIVE_FAILURES",
+    "PADDING_LABEL",
+    "DataError",
     "SkipCounter",
+    "batches_per_epoch",
+    "data_error_message",
     "dataset_info",
     "make_dataset",
     "multi_scale_sides",

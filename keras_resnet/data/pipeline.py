@@ -6,10 +6,21 @@ streams are one deterministic pass over every example. Images come out as float3
 
 A corrupt or unreadable image must not stop a run. Examples are numbered before the parallel
 decode, which keeps their order; images that fail are dropped (ignore_errors), and the gaps
-in the numbering, seen right after, are counted in a SkipCounter and logged. A finite stream
-ends with a sentinel (a tiny valid image, label -1, filtered out) so that failures at its very
-end are counted too. Keeping the order costs nothing measurable here; nested per-image
-datasets, the usual alternative, cost about 10% of throughput.
+in the numbering, seen right after, name them (each example's origin is remembered by number
+until it has passed) and count them in a SkipCounter, once per distinct file. A stream that
+runs out of readable images must stop a run: after MAX_CONSECUTIVE_FAILURES unreadable
+images in a row it fails with an error naming the last of them. Every pass over a split ends
+with a sentinel (a tiny valid image) so that failures at its very end are seen, and so that
+a training stream whose every image fails still reaches the check instead of looping in
+silence. A label outside 0..num_classes-1 stops the run with the file and the label named.
+Keeping the order costs nothing measurable here; nested per-image datasets, the usual
+alternative, cost about 10% of throughput.
+
+Every batch is full, so no replica of a distributed step ever gets an empty or short one:
+training drops the last partial batch of an epoch (each epoch is its own reshuffle; see
+make_dataset's `epoch`); evaluation with pad_batches=True pads the last batch, and then
+goes on forever, with padding examples labelled PADDING_LABEL that the evaluator gives a
+weight of 0.
 """
 
 import numbers
@@ -20,27 +31,54 @@ from keras_resnet.data import host_memory, preprocessing, sources
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPLITS = ("train", "validation", "test", "trainval")
-# The sentinel that ends finite streams: an 8x8 grey PNG, decodable by every view.
-_SENTINEL_LABEL = -1
+PADDING_LABEL = -1  # evaluation batches are padded to full size with these (weight 0)
+MAX_CONSECUTIVE_FAILURES = 1000  # unreadable images in a row before a stream gives up
+_SENTINEL_ORIGIN = "<keras_resnet end of pass>"
+_NAMED_SKIPS = 10  # distinct skipped images named in the log; later ones are only counted
+
+
+class DataError(RuntimeError):
+    """The input cannot go on: every image unreadable, a label out of range, a damaged file.
+    Its message names the file. TensorFlow raises it as an InvalidArgumentError whose message
+    contains DATA_ERROR_MARK; `data_error_message` extracts our text."""
+
+
+DATA_ERROR_MARK = "keras_resnet.data error: "
+_DATA_ERROR_END = " (end of keras_resnet.data error)"
+
+
+def data_error_message(error):
+    """Our message inside a TensorFlow error raised by a pipeline's checks, else None."""
+    text = getattr(error, "message", str(error))
+    if DATA_ERROR_MARK not in text:
+        return None
+    return text.split(DATA_ERROR_MARK, 1)[1].split(_DATA_ERROR_END)[0]
 
 
 class SkipCounter:
-    """Counts the corrupt or unreadable images dropped by the pipelines it is given to.
+    """Counts the distinct corrupt or unreadable images dropped by the pipelines it is given
+    to (give each split its own).
 
     Create it once (outside any tf.distribute strategy scope) and pass it to make_dataset as
-    `skipped=`; `value()` is the number skipped so far. An image is counted when the pipeline
-    has passed it, so by the end of an evaluation pass, or of an epoch, the count is exact.
+    `skipped=`; `value()` is the number of distinct images skipped so far (an image that
+    fails in every epoch counts once), `names()` the first of them. An image is counted when
+    the pipeline has passed it, so by the end of an evaluation pass, or of an epoch, the
+    count is exact.
     """
 
     def __init__(self):
         with tf.init_scope(), tf.device("/cpu:0"):
-            self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_images")
+            self.table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0)
 
     def value(self):
-        return int(self.variable.numpy())
+        return int(self.table.size())
+
+    def names(self, limit=_NAMED_SKIPS):
+        keys = self.table.export()[0].numpy()
+        return sorted(key.decode("utf-8", "replace") for key in keys)[:limit]
 
     def reset(self):
-        self.variable.assign(0)
+        self.table.remove(self.table.export()[0])
 
     def __repr__(self):
         return f"SkipCounter({self.value()})"
@@ -72,13 +110,19 @@ def _check_arguments(split, batch_size, image_size, augmentation, eval_mode, tra
         )
 
 
+def batches_per_epoch(num_examples, global_batch):
+    """Full global batches in an epoch of `num_examples`: the rest is dropped (at least one)."""
+    return max(1, num_examples // global_batch)
+
+
 def _image_fn(source, info, training, augmentation, eval_mode, image_size, lighting):
-    """(data, label, seed) -> (image(s), label) for one example."""
+    """(data, origin, seed) -> the image(s) of one example."""
     crop_fraction = info.center_crop_fraction
 
-    def fn(data, label, seed):
+    def fn(data, origin, seed):
         if source.yields_paths:
-            encoded = tf.cond(label == _SENTINEL_LABEL, lambda: data, lambda: tf.io.read_file(data))
+            encoded = tf.cond(origin == _SENTINEL_ORIGIN, lambda: data,
+                              lambda: tf.io.read_file(data))  # fmt: skip
         else:
             encoded = data
         if training:
@@ -97,57 +141,89 @@ def _image_fn(source, info, training, augmentation, eval_mode, image_size, light
             images = preprocessing.multi_scale(encoded, image_size=image_size)
             image = {str(side): im for side, im in zip(sides, images)}
         normalize = lambda t: preprocessing.normalize(t, info.mean, info.std)  # noqa: E731
-        return tf.nest.map_structure(normalize, image), label
+        return tf.nest.map_structure(normalize, image)
 
     return fn
 
 
-def _sentinel_image():
-    return tf.io.encode_png(tf.fill([8, 8, 3], tf.constant(128, tf.uint8)))
+def _sentinel_example():
+    """(data, label, origin): an 8x8 grey PNG, decodable by every view, marking a pass's end."""
+    image = tf.io.encode_png(tf.fill([8, 8, 3], tf.constant(128, tf.uint8)))
+    return tf.data.Dataset.from_tensors((image, tf.constant(PADDING_LABEL), _SENTINEL_ORIGIN))
 
 
-def _map_skipping(ds, fn, counter, name, finite):
-    """ds of (data, label, seed) -> fn's (images, label), without the examples fn fails on,
-    which are counted in `counter` and logged."""
-    if finite:
-        ds = ds.concatenate(tf.data.Dataset.from_tensors(
-            (_sentinel_image(), tf.constant(_SENTINEL_LABEL), tf.zeros([2], tf.int64))))  # fmt: skip
-    ds = ds.enumerate().map(
-        lambda index, example: (*fn(*example), index),
+def _fail_if(condition, *message):
+    """Stops the stream with DataError's mark and `message` (strings and tensors) if true."""
+    text = tf.strings.join([DATA_ERROR_MARK, *[tf.strings.as_string(m) if m.dtype != tf.string
+                                                else m for m in map(tf.convert_to_tensor, message)],
+                            _DATA_ERROR_END])  # fmt: skip
+    return tf.debugging.Assert(tf.logical_not(condition), [text], summarize=1)
+
+
+def _map_skipping(ds, fn, counter, name, num_classes, label_base):
+    """ds of (data, label, origin, seed), each pass ending in a sentinel -> (images, label),
+    without the examples fn fails on (named, counted in `counter`), stopping on too many
+    failures in a row or a label out of range."""
+    with tf.init_scope(), tf.device("/cpu:0"):
+        # origin by example number, from before the decode until the example has passed.
+        pending = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
+
+    def remember(index, example):
+        with tf.control_dependencies([pending.insert(index[None], example[2][None])]):
+            return tf.identity(index), example
+
+    ds = ds.enumerate().map(remember).map(
+        lambda index, ex: (fn(ex[0], ex[2], ex[3]), ex[1], ex[2], index),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,  # the gaps in the numbering are the skipped images
     ).ignore_errors()
 
-    def account(last_index, element):
-        images, label, index = element
-        missing = index - last_index - 1
-
-        def add_and_log():
-            total = counter.variable.assign_add(missing)
-            warn = tf.print(
-                f"keras_resnet.data ({name}): skipped",
-                missing,
-                "corrupt or unreadable image(s);",
-                total,
-                "skipped so far",
-                output_stream=tf.compat.v1.logging.warning,
-                end="",
-            )
-            with tf.control_dependencies([warn]):
-                return tf.identity(total)
-
-        done = tf.cond(missing > 0, add_and_log, lambda: tf.constant(0, tf.int64))
+    def account(state, element):
+        last_index, failures = state
+        images, label, origin, index = element
+        missing = tf.range(last_index + 1, index)
+        lost = tf.ensure_shape(pending.lookup(missing), [None])
+        # (a sentinel appears here only when a failed check left the state behind)
+        lost = tf.boolean_mask(lost, tf.not_equal(lost, _SENTINEL_ORIGIN))
+        new = tf.boolean_mask(lost, tf.ensure_shape(tf.equal(counter.table.lookup(lost), 0), [None]))
+        named_before = counter.table.size()
+        with tf.control_dependencies([new]):
+            counted = counter.table.insert(lost, tf.ones_like(lost, tf.int64))
+        with tf.control_dependencies([counted]):
+            log = tf.cond(
+                (tf.size(new) > 0) & (named_before < _NAMED_SKIPS),
+                lambda: tf.print(tf.strings.join([
+                    f"keras_resnet.data ({name}): skipped unreadable image(s) ",
+                    tf.strings.reduce_join(new, separator=", "), " (",
+                    tf.strings.as_string(counter.table.size()), " distinct so far)"]),
+                    output_stream=tf.compat.v1.logging.warning),
+                lambda: tf.no_op())  # fmt: skip
+        failures += tf.size(missing, tf.int64)
+        sentinel = tf.equal(origin, _SENTINEL_ORIGIN)
+        checks = [
+            _fail_if(failures >= MAX_CONSECUTIVE_FAILURES,
+                     f"{name}: {MAX_CONSECUTIVE_FAILURES} images in a row could not be read or "
+                     "decoded, the last ",
+                     tf.concat([lost, [""]], 0)[tf.maximum(tf.size(lost) - 1, 0)],
+                     "; is --data_dir right, and are the files complete?"),  # fmt: skip
+            _fail_if(~sentinel & ((label < 0) | (label >= num_classes)), origin, ": label ",
+                     label + label_base, f" is outside {label_base}..{num_classes - 1 + label_base}"
+                     f" ({num_classes} classes)"),  # fmt: skip
+            log,
+        ]
+        with tf.control_dependencies(checks):  # a failed check leaves `pending` as it was
+            done = pending.remove(tf.concat([missing, [index]], 0))
         with tf.control_dependencies([done]):
-            return index, (images, tf.identity(label))
+            failures = tf.where(sentinel, failures, tf.zeros_like(failures))
+            return (tf.identity(index), failures), (images, tf.identity(label), origin)
 
-    ds = ds.scan(tf.constant(-1, tf.int64), account)
-    if finite:
-        ds = ds.filter(lambda images, label: label != _SENTINEL_LABEL)
-    return ds
+    ds = ds.scan((tf.constant(-1, tf.int64), tf.constant(0, tf.int64)), account)
+    ds = ds.filter(lambda images, label, origin: tf.not_equal(origin, _SENTINEL_ORIGIN))
+    return ds.map(lambda images, label, origin: (images, label))
 
 
 def _synthetic(info, split, *, batch_size, image_size, training, eval_mode, input_context,
-               seed, drop_remainder):  # fmt: skip
+               seed, drop_remainder, pad_batches):  # fmt: skip
     """One fixed batch of random normalised images and labels, repeated: no decoding at all."""
     seed = 0 if seed is None else seed
     if training or eval_mode == "center":
@@ -163,15 +239,20 @@ def _synthetic(info, split, *, batch_size, image_size, training, eval_mode, inpu
     else:
         images = images[0]
     labels = tf.random.stateless_uniform((batch_size,), [seed, 99], 0, info.num_classes, tf.int32)
-    ds = tf.data.Dataset.from_tensors((images, labels))
+    one = tf.data.Dataset.from_tensors((images, labels))
     if training:
-        return ds.repeat()
+        return one.repeat()
     pipelines = input_context.num_input_pipelines if input_context else 1
     examples = -(-info.num_examples(split) // pipelines)
     full, rest = divmod(examples, batch_size)
-    ds = ds.repeat(full)
+    ds = one.repeat(full)
+    if pad_batches:  # the last batch's tail, then whole batches, are padding
+        tail = tf.range(batch_size) >= rest
+        last = one.map(lambda im, lb: (im, tf.where(tail, PADDING_LABEL, lb)))
+        padding = one.map(lambda im, lb: (im, tf.fill([batch_size], PADDING_LABEL)))
+        return ds.concatenate(last).concatenate(padding.repeat())
     if rest and not drop_remainder:
-        ds = ds.concatenate(ds.take(1).map(
+        ds = ds.concatenate(one.map(
             lambda im, lb: (tf.nest.map_structure(lambda t: t[:rest], im), lb[:rest])))  # fmt: skip
     return ds
 
@@ -193,6 +274,9 @@ def make_dataset(
     skipped=None,
     drop_remainder=None,
     shuffle_buffer=10_000,
+    epoch=None,
+    skip_steps=0,
+    pad_batches=False,
 ):
     """A batched tf.data.Dataset of (images, labels) from dataset `name` (sources.DATASETS).
 
@@ -206,8 +290,17 @@ def make_dataset(
       augmentation; "inception": random-resized-crop; "cifar": 4-pixel padding and random
       crop; "none": the centre crop), random horizontal flips (not with "none"),
       and with lighting=True the PCA lighting noise; drop_remainder defaults to True.
+      epoch=None: one stream forever, reshuffled at each pass. epoch=e: epoch e alone, as a
+      resumable run needs it: its order and augmentation come from (seed, e), it has exactly
+      batches_per_epoch(examples, global batch) full batches for each replica (the rest of the
+      epoch's examples is dropped, as Keras and tf.distribute do, so that every replica gets
+      a full batch), and the batches of its first skip_steps steps are skipped before any
+      decoding (where no image fails to decode, the rest of the epoch is then exactly as in an
+      unbroken run).
     training=False: one deterministic pass over every example (drop_remainder defaults to
-      False), viewed by eval_mode: "center" -> images (B, H, W, 3); "ten_crop" -> images
+      False; pad_batches=True: every batch full, the last one padded with examples labelled
+      PADDING_LABEL, then padding batches forever: stop when a step sees no real example),
+      viewed by eval_mode: "center" -> images (B, H, W, 3); "ten_crop" -> images
       (B, 10, H, W, 3) (centre, 4 corners, and their mirror images); "multi_scale" ->
       images is a dict {str(shorter side): (1, h, w, 3)} for the shorter sides
       preprocessing.multi_scale_sides(image_size) (224, 256, 384, 480, 640 at 224), each the
@@ -232,31 +325,47 @@ def make_dataset(
     if drop_remainder is None:
         drop_remainder = training
     ordered = deterministic or not training
+    pass_seed = seed if seed is None or epoch is None else seed + 1_000_003 * (epoch + 1)
+    replicas = input_context.num_replicas_in_sync if input_context else 1
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    replicas_per_pipeline = max(1, replicas // pipelines)
 
     if isinstance(source, sources.SyntheticSource):
         if split not in ("train", "validation"):
             raise ValueError(f"synthetic: no {split!r} split; available: ['train', 'validation']")
         ds = _synthetic(info, split, batch_size=batch_size, image_size=image_size,
                         training=training, eval_mode=eval_mode, input_context=input_context,
-                        seed=seed, drop_remainder=drop_remainder)  # fmt: skip
+                        seed=pass_seed, drop_remainder=drop_remainder,
+                        pad_batches=pad_batches)  # fmt: skip
     else:
         host_memory.reuse_freed_buffers()  # batches above 32 MB: see host_memory.py
-        read = sources.ReadOptions(training=training, input_context=input_context, seed=seed,
-                                   deterministic=ordered, shuffle_buffer=shuffle_buffer)  # fmt: skip
-        ds = source.examples(split, read)
+        read = sources.ReadOptions(training=training, input_context=input_context,
+                                   seed=pass_seed, deterministic=ordered,
+                                   shuffle_buffer=shuffle_buffer)  # fmt: skip
+        ds = source.examples(split, read).concatenate(_sentinel_example())
         if training:
-            ds = ds.repeat()
+            ds = ds.repeat()  # with epoch=e, only to stand in for images that fail to decode
         pipeline_id = input_context.input_pipeline_id if input_context else 0
         element_seeds = tf.data.Dataset.random(
-            seed=None if seed is None else seed + 7919 * pipeline_id
+            seed=None if pass_seed is None else pass_seed + 7919 * pipeline_id
         ).batch(2)
         ds = tf.data.Dataset.zip(ds, element_seeds).map(
             lambda example, element_seed: (*example, element_seed)
         )
+        if training and skip_steps:
+            ds = ds.skip(skip_steps * replicas_per_pipeline * batch_size)
         fn = _image_fn(source, info, training, augmentation, eval_mode, image_size, lighting)
         counter = skipped if skipped is not None else SkipCounter()
-        ds = _map_skipping(ds, fn, counter, name, finite=not training)
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = _map_skipping(ds, fn, counter, f"{name} {split}", info.num_classes,
+                           getattr(source, "label_base", 0))  # fmt: skip
+        if pad_batches and not training:
+            padding = _sentinel_example().map(
+                lambda data, label, origin: (fn(data, origin, tf.zeros([2], tf.int64)), label))
+            ds = ds.concatenate(padding.cache().repeat())
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder or pad_batches)
+    if training and epoch is not None:
+        steps = batches_per_epoch(info.num_examples(split), batch_size * replicas)
+        ds = ds.take((steps - skip_steps) * replicas_per_pipeline)
     options = tf.data.Options()
     options.deterministic = ordered
     options.experimental_optimization.map_parallelization = True

@@ -1,7 +1,10 @@
-"""Where the images come from: every source yields (encoded image or file path, label).
+"""Where the images come from: every source yields (encoded image or file path, label, origin).
 
-A source knows its classes, its split sizes and how to read a split as a tf.data stream of
-undecoded examples, sharded for the calling worker and, for training, shuffled; decoding and
+origin names where an example came from (its file, or file:record for TFRecords), for the
+messages about unreadable images and bad labels. Labels are passed on as read, unchecked:
+the pipeline checks them where a bad one stops the run instead of being skipped as an
+unreadable image. A source knows its classes, its split sizes and how to read a split as a
+tf.data stream of undecoded examples, sharded for the calling worker and, for training, shuffled; decoding and
 augmentation are the pipeline's job (preprocessing.py), so every source shares one decode
 path. Sources:
 
@@ -189,10 +192,11 @@ def read_files(files, reader, options):
 
 
 def read_list(items, options):
-    """A stream over an in-memory list of (path, label): sharded, fully shuffled for training."""
+    """A stream over an in-memory list of (path, label): sharded, fully shuffled for training;
+    (path, label, path) examples."""
     num_pipelines, pipeline_id = options.pipelines
     paths, labels = zip(*items)
-    ds = tf.data.Dataset.from_tensor_slices((list(paths), tf.constant(labels, tf.int32)))
+    ds = tf.data.Dataset.from_tensor_slices((list(paths), tf.constant(labels, tf.int32), list(paths)))
     if num_pipelines > 1:
         ds = ds.shard(num_pipelines, pipeline_id)
     if options.training:
@@ -245,18 +249,23 @@ TFRECORD_FEATURES = {
 
 
 def _count_records(path):
-    """Counts the records of a TFRecord file from its length headers, without reading data."""
-    count = 0
+    """Counts the records of a TFRecord file from its length headers, without reading data;
+    ValueError naming the file and the record if it ends inside one."""
+    count, position = 0, 0
+    size = tf.io.gfile.stat(path).length
     with tf.io.gfile.GFile(path, "rb") as f:
-        while True:
+        while position < size:
             header = f.read(12)
-            if not header:
-                return count
-            if len(header) < 12:
-                raise ValueError(f"{path}: truncated TFRecord file")
-            (length,) = struct.unpack("<Q", header[:8])
-            f.seek(length + 4, 1)
+            (length,) = struct.unpack("<Q", header[:8]) if len(header) == 12 else (0,)
+            if len(header) < 12 or position + 12 + length + 4 > size:
+                raise ValueError(
+                    f"{path}: truncated TFRecord file: it ends inside record {count + 1} "
+                    f"(byte {position} of {size}); the file is damaged or was cut while copied"
+                )
+            position += 12 + length + 4
+            f.seek(position)
             count += 1
+    return count
 
 
 def _read_class_names(data_dir):
@@ -275,6 +284,7 @@ def _check_tfrecord(path):
     expected = (
         "'image/encoded' (bytes: the encoded JPEG/PNG) and 'image/class/label' (int64, 1-based)"
     )
+    _count_records(path)  # a file cut short is named as such
     try:
         first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
     except tf.errors.OpError as error:
@@ -314,6 +324,7 @@ class TFRecordSource:
     class_0, class_1, ... for 1000 classes."""
 
     yields_paths = False
+    label_base = 1  # labels are 1-based in the files
 
     def __init__(self, data_dir, name="imagenet_tfrecord", default_image_size=224):
         if not data_dir:
@@ -350,6 +361,11 @@ class TFRecordSource:
         self.info = _imagenet_like(name, class_names, *counts, data_dir=data_dir,
                                    image_size=default_image_size)  # fmt: skip
 
+    def check_files(self, split):
+        """Reads the record headers of every file of `split`: ValueError naming a truncated one."""
+        for path in self.files.get(split, ()):
+            _count_records(path)
+
     def examples(self, split, options):
         files = self.files.get(split)
         if not files:
@@ -357,21 +373,19 @@ class TFRecordSource:
                 f"{self.info.name}: no {split} shards "
                 f"{os.path.join(self.data_dir, split + '-*-of-*')}"
             )
-        num_classes = self.info.num_classes
 
-        def parse(record):
+        def parse(record, origin):
             example = tf.io.parse_single_example(record, TFRECORD_FEATURES)
-            label = tf.cast(example["image/class/label"], tf.int32) - 1
-            check = tf.debugging.assert_less(
-                tf.cast(label, tf.uint32),  # negative labels wrap around to huge values
-                tf.cast(num_classes, tf.uint32),
-                message=f"{self.data_dir}: image/class/label outside 1..{num_classes}",
-            )
-            with tf.control_dependencies([check]):
-                return example["image/encoded"], tf.identity(label)
+            # 1-based in the file; an int64 beyond int32 stays out of range after the cast.
+            label = tf.cast(tf.clip_by_value(example["image/class/label"], -(2**31) + 1,
+                                             2**31 - 1), tf.int32) - 1  # fmt: skip
+            return example["image/encoded"], label, origin
 
         def reader(path):
-            return tf.data.TFRecordDataset(path, buffer_size=8 << 20)
+            records = tf.data.TFRecordDataset(path, buffer_size=8 << 20)
+            return records.enumerate(1).map(
+                lambda number, record: (record, tf.strings.join(
+                    [path, " record ", tf.strings.as_string(number)])))  # fmt: skip
 
         ds = read_files(files, reader, options)
         return ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not options.training
@@ -631,6 +645,7 @@ class TfdsSource:
             input_context=options.input_context if by_file else None,
             interleave_cycle_length=_cycle_length(),
             try_autocache=False,
+            add_tfds_id=True,
         )
         ds = self.builder.as_dataset(
             split=tfds_split,
@@ -639,7 +654,9 @@ class TfdsSource:
             decoders={self.image_key: tfds.decode.SkipDecoding()},
         )
         image_key, label_key = self.image_key, self.label_key
-        ds = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+        origin = f"{self.info.name} {split}"
+        ds = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32),
+                                ex.get("tfds_id", tf.constant(origin))))  # fmt: skip
         if num_pipelines > 1 and not by_file:
             ds = ds.shard(num_pipelines, pipeline_id)
         if options.training:

@@ -10,6 +10,8 @@ times, in this one process, alternately, on the same inputs:
                  serving_default: normalise, model(x, training=False), softmax, top-k, all
                  in one tf.function (the reference);
   saved_model    the loaded SavedModel's serving_default signature (float32 pixels);
+  session        the same signature loaded and run as TensorFlow Serving does it: a TF1
+                 session, fed and fetched by the SignatureDef's tensor names;
   image_bytes    the SavedModel's serve_image_bytes signature on JPEGs of the same pixels
                  (decode + centre crop + resize in the graph as well);
 at batch 1 (latency: median milliseconds per call) and batch --batch_size (throughput:
@@ -58,12 +60,26 @@ def keras_reference(model, mean, std, top_k):
     return predict
 
 
+def session_signature(path, signature_name):
+    """The signature as TensorFlow Serving's C++ loader runs it: the SavedModel loaded into a
+    TF1 session (variables restored by the saver), fed and fetched by tensor names."""
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        meta_graph = tf.compat.v1.saved_model.load(session, [tf.saved_model.SERVING], path)
+    signature = meta_graph.signature_def[signature_name]
+    feeds = {key: info.name for key, info in signature.inputs.items()}
+    fetches = {key: info.name for key, info in signature.outputs.items()}
+    return lambda **inputs: session.run(fetches, {feeds[k]: v for k, v in inputs.items()})
+
+
 def seconds_per_call(fn, arguments, calls):
     start = time.perf_counter()
     for _ in range(calls):
         result = fn(arguments)
-        # Signatures return dicts; the Keras function returns a tuple: wait for the numbers.
-        (result["probabilities"] if isinstance(result, dict) else result[0]).numpy()
+        # Signatures return dicts (of numpy arrays from a session); the Keras function returns
+        # a tuple: wait for the numbers.
+        np.asarray(result["probabilities"] if isinstance(result, dict) else result[0])
     return (time.perf_counter() - start) / calls
 
 
@@ -97,23 +113,28 @@ def main():
             crop_fraction=1.0,  # the JPEGs are already the crop: same pixels as the others
         )  # fmt: skip
         loaded = tf.saved_model.load(path)
+        by_session = session_signature(path, export.IMAGES_SIGNATURE)
     by_images = loaded.signatures[export.IMAGES_SIGNATURE]
     by_bytes = loaded.signatures[export.BYTES_SIGNATURE]
     candidates = {
         "keras": reference,
         "saved_model": lambda x: by_images(images=x[0]),
+        "session": lambda x: by_session(images=x[2]),
         "image_bytes": lambda x: by_bytes(image_bytes=x[1]),
     }
 
     images, jpegs = make_inputs(args.batch_size, size)
     inputs = {
-        1: (tf.constant(images[:1]), tf.constant(jpegs[:1])),
-        args.batch_size: (tf.constant(images), tf.constant(jpegs)),
+        1: (tf.constant(images[:1]), tf.constant(jpegs[:1]), images[:1]),
+        args.batch_size: (tf.constant(images), tf.constant(jpegs), images),
     }
     # Same answers first (the JPEG path differs by the JPEG round trip only).
     expected = reference(inputs[args.batch_size][0])[0].numpy()
-    got = by_images(images=inputs[args.batch_size][0])["probabilities"].numpy()
-    assert np.allclose(expected, got, atol=1e-4), np.abs(expected - got).max()
+    for got in (
+        by_images(images=inputs[args.batch_size][0])["probabilities"].numpy(),
+        by_session(images=images)["probabilities"],
+    ):
+        assert np.allclose(expected, got, atol=1e-4), np.abs(expected - got).max()
 
     keras_input = {batch: x[0] for batch, x in inputs.items()}
     for name, fn in candidates.items():  # warm-up: tracing, first-call allocation

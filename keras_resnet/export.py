@@ -48,6 +48,7 @@ checked with the TFLite interpreter; both against the SavedModel before the fold
 """
 
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -505,7 +506,10 @@ def save(
     # Hidden, and not a number: TensorFlow Serving does not take it for a version.
     temporary = tempfile.mkdtemp(dir=base, prefix=f".tmp-{os.path.basename(final)}-")
     try:
-        signatures.archive().write_out(temporary, verbose=False)
+        archive = signatures.archive()
+        # `verbose` (the endpoint listing) came in Keras 3.6; earlier versions always print.
+        options = inspect.signature(archive.write_out).parameters
+        archive.write_out(temporary, **({"verbose": False} if "verbose" in options else {}))
         extra = os.path.join(temporary, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         requests = warmup_requests(signatures, batch_sizes)

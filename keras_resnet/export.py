@@ -466,7 +466,8 @@ def write_tflite(signatures, path, saved_model_dir):
     try:
         content = converter.convert()
     except Exception as error:  # the converter raises several unrelated types
-        raise ExportError(f"the TFLite converter failed ({error}); nothing was written") from error
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
+        raise ExportError(f"the TFLite converter failed ({first}); nothing was written") from error
     interpreter = _tflite_interpreter(content)
     runner = interpreter.get_signature_runner(IMAGES_SIGNATURE)
     images = _check_images(signatures)

@@ -1,15 +1,18 @@
-"""keras_resnet: every plain and residual network of He et al. 2015, in Keras 3.
+"""keras_resnet: every plain and residual network of He et al. 2015, and the pre-activation
+networks of He et al. 2016, in Keras 3 (any backend: TensorFlow, JAX, PyTorch).
 
     import keras_resnet
     model = keras_resnet.ResNet34(weights=None)
     model = keras_resnet.build("plain56")
+    model = keras_resnet.PreAct164()
 
-Submodules (imported on use): data (tf.data pipelines), training (the distributed loop),
-runs (the run-folder contract), plot (plain-vs-residual figures and tables), export
-(SavedModels for serving), pretrained and convert (torchvision/timm checkpoints).
+This package and its modules architectures, blocks, models, pretrained, convert and summary
+use keras.layers / keras.ops only. The submodules imported on use are TensorFlow code:
+data (tf.data pipelines), training (the distributed loop), runs (the run-folder contract),
+plot (plain-vs-residual figures and tables), export (SavedModels for serving).
 """
 
-from keras_resnet.blocks import ZeroPadShortcut, block
+from keras_resnet.blocks import NegInfPadding2D, ZeroPadShortcut, block
 from keras_resnet.models import (
     DEPTHS,
     MODELS,
@@ -20,27 +23,37 @@ from keras_resnet.models import (
     resnet,
 )
 from keras_resnet.models import (  # noqa: F401  (the public builders)
-    Plain18,
-    Plain20,
-    Plain32,
-    Plain34,
-    Plain44,
-    Plain50,
-    Plain56,
-    Plain101,
-    Plain110,
-    Plain152,
     ResNet18,
+    ResNet34,
+    ResNet50,
+    ResNet101,
+    ResNet152,
     ResNet20,
     ResNet32,
-    ResNet34,
     ResNet44,
-    ResNet50,
     ResNet56,
-    ResNet101,
     ResNet110,
-    ResNet152,
     ResNet1202,
+    ResNet164,
+    ResNet1001,
+    Plain18,
+    Plain34,
+    Plain50,
+    Plain101,
+    Plain152,
+    Plain20,
+    Plain32,
+    Plain44,
+    Plain56,
+    Plain110,
+    PreAct18,
+    PreAct34,
+    PreAct50,
+    PreAct101,
+    PreAct152,
+    PreAct110,
+    PreAct164,
+    PreAct1001,
 )
 
 __version__ = "0.1.0"

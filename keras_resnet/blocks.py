@@ -1,11 +1,16 @@
-"""The one block factory behind every plain and residual net of the paper.
+"""The one block factory behind every plain, residual and pre-activation net.
 
-A block is a stack of conv-BN(-ReLU) units (two 3x3 for the basic block, 1x1-3x3-1x1 for the
-bottleneck). A residual block adds a shortcut to the output of the stack before the last ReLU;
-a plain block (`residual=False`) is the same stack without that addition and nothing else.
+A block is a stack of convolutions (two 3x3 for the basic block, 1x1-3x3-1x1 for the
+bottleneck), each with BN and ReLU. In the 2015 paper's unit (the default) they follow each
+convolution, the last ReLU comes after the shortcut addition, and a residual block adds the
+shortcut to the output of the stack before that ReLU. In the 2016 paper's full pre-activation
+unit (`preactivation=True`) BN and ReLU come before each convolution, and nothing follows the
+addition: the identity path from block to block is clean. A plain block (`residual=False`) is
+the same stack without the addition and nothing else.
 
 Layer names follow keras.applications (``conv2_block1_1_conv``, ``conv2_block1_0_bn`` for the
-projection shortcut, ``conv2_block1_add``, ``conv2_block1_out``) so weight files stay portable.
+projection shortcut, ``conv2_block1_add``, ``conv2_block1_out``; ``conv2_block1_preact_bn`` and
+``post_bn`` as in its ResNetV2) so weight files stay portable.
 """
 
 import keras
@@ -54,6 +59,62 @@ class ZeroPadShortcut(layers.Layer):
         return {**super().get_config(), "strides": self.strides, "channels": self.channels}
 
 
+@keras.saving.register_keras_serializable(package="keras_resnet")
+class NegInfPadding2D(layers.Layer):
+    """Pads height and width with -inf: the padding of PyTorch's MaxPool2d, which a max-pool
+    never picks. (Zero padding is the same only for inputs that cannot be negative, such as
+    the output of a ReLU; a pre-activation stem max-pools the raw convolution.)"""
+
+    def __init__(self, padding, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = int(padding)
+
+    def call(self, inputs):
+        p = self.padding
+        return ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=float("-inf"))
+
+    def compute_output_shape(self, input_shape):
+        def grow(size):
+            return None if size is None else size + 2 * self.padding
+
+        batch, height, width, channels = input_shape
+        return (batch, grow(height), grow(width), channels)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+def conv(x, filters, kernel_size, strides, name):
+    """Convolution without bias (BN follows it, here or at the start of the next block).
+
+    A strided k>1 convolution pads explicitly by k//2 on every side, as Caffe and PyTorch do;
+    Keras's "same" would pad only bottom/right on even inputs and shift every feature map.
+    """
+    padding = "same"
+    if strides > 1 and kernel_size > 1:
+        x = layers.ZeroPadding2D(kernel_size // 2, name=name + "_pad")(x)
+        padding = "valid"
+    return layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=False,
+        kernel_initializer=CONV_INITIALIZER,
+        name=name + "_conv",
+    )(x)
+
+
+def batch_norm(x, name, bn_epsilon, bn_momentum, bn_synchronized=False, activation=True):
+    """BN named `name`_bn and, with `activation`, ReLU named `name`_relu."""
+    x = layers.BatchNormalization(
+        epsilon=bn_epsilon, momentum=bn_momentum, synchronized=bn_synchronized, name=name + "_bn"
+    )(x)
+    if activation:
+        x = layers.Activation("relu", name=name + "_relu")(x)
+    return x
+
+
 def conv_bn(
     x,
     filters,
@@ -65,30 +126,18 @@ def conv_bn(
     bn_synchronized=False,
     activation=True,
 ):
-    """Convolution (no bias: BN follows), BN, and optionally ReLU.
+    """Convolution (no bias), BN, and optionally ReLU: the 2015 paper's unit."""
+    x = conv(x, filters, kernel_size, strides, name)
+    return batch_norm(x, name, bn_epsilon, bn_momentum, bn_synchronized, activation)
 
-    A strided k>1 convolution pads explicitly by k//2 on every side, as Caffe and PyTorch do;
-    Keras's "same" would pad only bottom/right on even inputs and shift every feature map.
-    """
-    padding = "same"
-    if strides > 1 and kernel_size > 1:
-        x = layers.ZeroPadding2D(kernel_size // 2, name=name + "_pad")(x)
-        padding = "valid"
-    x = layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding=padding,
-        use_bias=False,
-        kernel_initializer=CONV_INITIALIZER,
-        name=name + "_conv",
-    )(x)
-    x = layers.BatchNormalization(
-        epsilon=bn_epsilon, momentum=bn_momentum, synchronized=bn_synchronized, name=name + "_bn"
-    )(x)
-    if activation:
-        x = layers.Activation("relu", name=name + "_relu")(x)
-    return x
+
+def check_options(shortcut, stride_position):
+    if shortcut not in SHORTCUT_OPTIONS:
+        raise ValueError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {shortcut!r}")
+    if stride_position not in STRIDE_POSITIONS:
+        raise ValueError(
+            f"stride_position must be one of {STRIDE_POSITIONS}, got {stride_position!r}"
+        )
 
 
 def block(
@@ -101,54 +150,64 @@ def block(
     residual=True,
     shortcut="B",
     stride_position="1x1",
+    preactivation=False,
     bn_epsilon=1e-5,
     bn_momentum=0.9,
     bn_synchronized=False,
 ):
-    """One basic or bottleneck block, residual or plain.
+    """One basic or bottleneck block: residual or plain, original or pre-activation.
 
     Args:
       x: input tensor (channels last).
       filters: base filters; a bottleneck outputs 4x this many channels.
       strides: 1, or 2 in the first block of a downsampling stage.
       name: layer-name prefix, e.g. "conv3_block1".
-      bottleneck: False for 3x3-3x3 (ResNet-18/34, CIFAR nets), True for 1x1-3x3-1x1.
+      bottleneck: False for 3x3-3x3 (ResNet-18/34, CIFAR 6n+2 nets), True for 1x1-3x3-1x1.
       residual: False builds the plain block: the same layers without the shortcut addition.
       shortcut: "A" identity, and parameter-free subsample + zero-pad where shape changes;
-        "B" identity, and a 1x1 projection conv + BN where shape changes; "C" projection on
-        every block.
+        "B" identity, and a 1x1 projection conv where shape changes; "C" projection on every
+        block. A projection has its own BN in the original unit, none in the pre-activation
+        unit (the next block's BN follows the addition).
       stride_position: where a bottleneck downsamples: "1x1" on its first 1x1 conv (the paper
         and its Caffe models, "v1"), or "3x3" on the 3x3 conv ("v1.5": torchvision, TF Model
-        Garden, NVIDIA). Basic blocks have their stride on the first 3x3 either way.
+        Garden, NVIDIA, timm). Basic blocks have their stride on the first 3x3 either way.
+      preactivation: the 2016 paper's full pre-activation unit: BN-ReLU before each conv, no
+        BN after the last conv, no ReLU after the addition. A shortcut that projects or
+        zero-pads branches off after the first BN-ReLU, an identity before it (He et al.'s
+        code for that paper, timm).
       bn_epsilon, bn_momentum: BatchNormalization settings.
       bn_synchronized: BN statistics over the global batch of all replicas (TensorFlow
         backend) instead of over each replica's share (the paper's per-GPU BN, the default).
     """
-    if shortcut not in SHORTCUT_OPTIONS:
-        raise ValueError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {shortcut!r}")
-    if stride_position not in STRIDE_POSITIONS:
-        raise ValueError(
-            f"stride_position must be one of {STRIDE_POSITIONS}, got {stride_position!r}"
-        )
+    check_options(shortcut, stride_position)
     bn = dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, bn_synchronized=bn_synchronized)
     if bottleneck:
-        out_channels = 4 * filters
         stride_1x1, stride_3x3 = (strides, 1) if stride_position == "1x1" else (1, strides)
-        y = conv_bn(x, filters, 1, stride_1x1, name + "_1", **bn)
-        y = conv_bn(y, filters, 3, stride_3x3, name + "_2", **bn)
-        y = conv_bn(y, out_channels, 1, 1, name + "_3", **bn, activation=False)
+        units = ((filters, 1, stride_1x1), (filters, 3, stride_3x3), (4 * filters, 1, 1))
     else:
-        out_channels = filters
-        y = conv_bn(x, filters, 3, strides, name + "_1", **bn)
-        y = conv_bn(y, filters, 3, 1, name + "_2", **bn, activation=False)
+        units = ((filters, 3, strides), (filters, 3, 1))
+    out_channels = units[-1][0]
+
+    entry = batch_norm(x, name + "_preact", **bn) if preactivation else x
+    y = entry
+    for index, (width, size, stride) in enumerate(units, start=1):
+        last = index == len(units)
+        if preactivation and last:  # its BN-ReLU starts the next block
+            y = conv(y, width, size, stride, f"{name}_{index}")
+        else:
+            y = conv_bn(y, width, size, stride, f"{name}_{index}", **bn, activation=not last)
 
     if residual:
         shape_changes = strides != 1 or x.shape[-1] != out_channels
         if shortcut == "C" or (shortcut == "B" and shape_changes):
-            s = conv_bn(x, out_channels, 1, strides, name + "_0", **bn, activation=False)
+            s = conv(entry, out_channels, 1, strides, name + "_0")
+            if not preactivation:
+                s = batch_norm(s, name + "_0", **bn, activation=False)
         elif shape_changes:
-            s = ZeroPadShortcut(strides, out_channels, name=name + "_0_zeropad")(x)
+            s = ZeroPadShortcut(strides, out_channels, name=name + "_0_zeropad")(entry)
         else:
             s = x
         y = layers.Add(name=name + "_add")([s, y])
+    if preactivation:
+        return y
     return layers.Activation("relu", name=name + "_out")(y)

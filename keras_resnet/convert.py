@@ -4,8 +4,9 @@
         --output=resnet50.weights.h5
 
 INPUT is a `.safetensors` file (needs the `safetensors` package) or a `.pth`/`.pt` state dict
-(needs torch). --model defaults to the depth the file holds; the number of classes comes from
-the file's fc layer (a checkpoint without one gives a model without classifier). The weights
+(needs torch), in torchvision's naming or timm's resnetv2 (pre-activation) naming. --model
+defaults to the net the file holds (resnet50, preact50, ...); the number of classes comes from
+the file's classifier (a checkpoint without one gives a model without classifier). The weights
 file loads into the same model built with torchvision's layout, which the command prints:
 
     keras_resnet.ResNet50(weights="resnet50.weights.h5", shortcut="B", stride_position="3x3")
@@ -15,35 +16,37 @@ import argparse
 import os
 import sys
 
+from keras_resnet import models, pretrained
+
 
 def convert_file(input_path, output, model_name=None):
     """Writes `output` (a .weights.h5 file) from the checkpoint at `input_path`; returns the
     Python line that builds the matching model with those weights."""
-    from keras_resnet import models, pretrained
-
     output = os.fspath(output)
     if not output.endswith(".weights.h5"):
         raise ValueError(
             f"--output must end with '.weights.h5' (a Keras weights file), got {output}"
         )
     state = pretrained.read_state_dict(input_path)
-    depth, bottleneck, blocks = pretrained.architecture(state)
+    file = pretrained.architecture(state)
+    kind = "preact" if file.preactivation else "resnet"
     if model_name is None:
-        if depth is None:
+        if file.depth is None:
             raise ValueError(
-                f"{input_path} holds no ResNet-18/34/50/101/152 in torchvision naming "
-                f"(blocks per stage {'/'.join(map(str, blocks))}); --model cannot be inferred"
+                f"{input_path} holds no ResNet-18/34/50/101/152 in torchvision's or timm's "
+                f"resnetv2 naming (blocks per stage {'/'.join(map(str, file.blocks))}); "
+                "--model cannot be inferred"
             )
-        model_name = f"resnet{depth}"
+        model_name = f"{kind}{file.depth}"
     name = models.canonical_name(model_name)
-    if models.family(name) != "imagenet" or not name.startswith("resnet"):
+    if models.family(name) != "imagenet" or not name.startswith(("resnet", "preact")):
         raise ValueError(
-            f"--model={model_name}: torchvision checkpoints fit resnet18, resnet34, resnet50, "
-            "resnet101 or resnet152 only"
+            f"--model={model_name}: torchvision and timm checkpoints fit resnet18, resnet34, "
+            "resnet50, resnet101, resnet152 or their preact counterparts (preact50, ...) only"
         )
-    fc = state.get("fc.weight")
-    if fc is not None and fc.ndim == 2:
-        top = dict(classes=int(fc.shape[0]))
+    classifier = state.get("head.fc.weight" if file.preactivation else "fc.weight")
+    if classifier is not None and classifier.ndim in (2, 4):
+        top = dict(classes=int(classifier.shape[0]))
     else:
         top = dict(include_top=False)
     model = models.build(name, weights=None, **pretrained.TORCHVISION_OPTIONS, **top)
@@ -76,7 +79,8 @@ def main(argv=None):
     parser.add_argument(
         "--model",
         default=None,
-        help="resnet18, resnet34, resnet50, resnet101 or resnet152 (default: what the file holds)",
+        help="resnet18, resnet34, resnet50, resnet101, resnet152 or preact18 ... preact152 "
+        "(default: what the file holds)",
     )
     parser.add_argument(
         "--output", default=None, help="the Keras weights file (default: INPUT with .weights.h5)"
@@ -91,10 +95,17 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {output}; load it with:\n  {line}")
-    print(
-        "inputs: RGB, (image - keras_resnet.pretrained.TORCHVISION_MEAN) / TORCHVISION_STD on "
-        "the 0..255 scale (keras_resnet.pretrained.preprocess_input)"
-    )
+    if "PreAct" in line:
+        print(
+            "inputs of timm's resnetv2 weights: RGB, image / 127.5 - 1 on the 0..255 scale "
+            "(keras_resnet.pretrained.preprocess_input(images, TIMM_PREACT_MEAN, "
+            "TIMM_PREACT_STD)); check the checkpoint's model card"
+        )
+    else:
+        print(
+            "inputs: RGB, (image - keras_resnet.pretrained.TORCHVISION_MEAN) / TORCHVISION_STD "
+            "on the 0..255 scale (keras_resnet.pretrained.preprocess_input)"
+        )
     return 0
 
 

@@ -1,41 +1,36 @@
-"""Every plain and residual network of the paper, from two tables and one builder.
+"""Every network of the two papers, from the tables in `architectures` and one builder.
 
-ImageNet family (the paper's Table 1): a 7x7/2 conv stem and 3x3/2 max-pool, four stages
+ImageNet family (the 2015 paper's Table 1): a 7x7/2 conv stem and 3x3/2 max-pool, four stages
 conv2_x..conv5_x with 64, 128, 256, 512 base filters, global average pooling, a fully
-connected layer. CIFAR-10 family (section 4.2): a 3x3 conv with 16 filters, three stages of
-n basic blocks with 16, 32, 64 filters, 6n+2 layers in all.
+connected layer. CIFAR-10 family (its section 4.2): a 3x3 conv with 16 filters, three stages
+with 16, 32, 64 base filters: n basic blocks (6n+2 layers), or n bottleneck blocks (9n+2
+layers: the 2016 paper's ResNet-164 and ResNet-1001).
+
+Each net comes with the 2015 paper's units (`ResNet*`), without shortcuts (`Plain*`), or with
+the 2016 paper's full pre-activation units (`PreAct*`): BN and ReLU before each convolution, a
+clean identity path, and one more BN-ReLU after the last addition, before the pooling.
 """
 
 import os
+import re
 import sys
 
 import keras
 from keras import layers
 
-from keras_resnet.blocks import block, conv_bn
-
-# depth -> (bottleneck blocks?, blocks per stage); Table 1 of the paper.
-IMAGENET_SPECS = {
-    18: (False, (2, 2, 2, 2)),
-    34: (False, (3, 4, 6, 3)),
-    50: (True, (3, 4, 6, 3)),
-    101: (True, (3, 4, 23, 3)),
-    152: (True, (3, 8, 36, 3)),
-}
-IMAGENET_FILTERS = (64, 128, 256, 512)
-
-# depth (6n+2) -> n blocks per stage; section 4.2 of the paper.
-CIFAR_SPECS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18, 1202: 200}
-CIFAR_FILTERS = (16, 32, 64)
-CIFAR_PLAIN_DEPTHS = (20, 32, 44, 56, 110)
-
-
-def default_shortcut(depth):
-    """The paper's choice: option A for its 18/34-layer and CIFAR nets (Table 2, section 4.2:
-    no parameters beyond the plain net), option B for the bottleneck nets (50/101/152)."""
-    if depth in IMAGENET_SPECS and IMAGENET_SPECS[depth][0]:
-        return "B"
-    return "A"
+from keras_resnet import pretrained
+from keras_resnet.architectures import (  # noqa: F401  (IMAGENET_*, CIFAR_*: public here too)
+    CIFAR_FILTERS,
+    CIFAR_SPECS,
+    IMAGENET,
+    IMAGENET_FILTERS,
+    IMAGENET_SPECS,
+    TORCH_SUFFIXES,
+    TORCHVISION_OPTIONS,
+    default_shortcut,
+    family_of,
+)
+from keras_resnet.blocks import NegInfPadding2D, batch_norm, block, check_options, conv, conv_bn
 
 
 def _check_input_shape(input_shape, min_size):
@@ -51,8 +46,6 @@ def _check_input_shape(input_shape, min_size):
             )
 
 
-# torchvision/timm checkpoints (keras_resnet.pretrained): torchvision's layout by default.
-TORCH_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
 def _is_torch_checkpoint(weights):
@@ -77,23 +70,88 @@ def load_weights(model, weights):
     if not os.path.exists(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.endswith(TORCH_SUFFIXES):
-        from keras_resnet.pretrained import load_torch_weights
-
-        load_torch_weights(model, path)
+        pretrained.load_torch_weights(model, path)
         return
     if not path.endswith((".weights.h5", ".keras")):
         raise ValueError(
             f"weights file {path} has an unsupported format: expected a '.weights.h5' or "
             "'.keras' file saved from the same architecture, or a torchvision/timm checkpoint "
-            "(.safetensors, .pth, .pt)"
+            f"({', '.join(TORCH_SUFFIXES)})"
         )
     model.load_weights(path)
+
+
+def _inputs(family, include_top, input_tensor, input_shape):
+    """The model's Input: from `input_tensor`, `input_shape`, or the family's default size
+    (any size without the classifier)."""
+    if input_shape is None:
+        if input_tensor is not None:
+            input_shape = tuple(input_tensor.shape[1:])
+        elif include_top:
+            input_shape = (family.default_size, family.default_size, 3)
+        else:
+            input_shape = (None, None, 3)
+    _check_input_shape(tuple(input_shape), family.min_size)
+    if input_tensor is None:
+        return layers.Input(shape=input_shape, name="input")
+    if keras.backend.is_keras_tensor(input_tensor):
+        return input_tensor
+    return layers.Input(tensor=input_tensor, shape=input_shape, name="input")
+
+
+def _layout(depth, weights, shortcut, stride_position):
+    """shortcut and stride_position, None replaced by the default: the papers' for the depth,
+    or torchvision's layout for a torchvision/timm checkpoint."""
+    if _is_torch_checkpoint(weights):
+        shortcut = TORCHVISION_OPTIONS["shortcut"] if shortcut is None else shortcut
+        if stride_position is None:
+            stride_position = TORCHVISION_OPTIONS["stride_position"]
+    shortcut = default_shortcut(depth) if shortcut is None else shortcut
+    stride_position = "1x1" if stride_position is None else stride_position
+    check_options(shortcut, stride_position)
+    return shortcut, stride_position
+
+
+def _stem(inputs, family, preactivation, bn):
+    """conv1 (with BN-ReLU in the original unit; bare before pre-activation blocks, whose
+    first BN-ReLU follows it) and, for ImageNet, the 3x3/2 max-pool."""
+    filters, size, strides = family.stem
+    if preactivation:
+        x = conv(inputs, filters, size, strides, "conv1")
+    else:
+        x = conv_bn(inputs, filters, size, strides, "conv1", **bn)
+    if family is IMAGENET:
+        if preactivation:
+            x = NegInfPadding2D(1, name="pool1_pad")(x)
+        else:  # zero padding is -inf padding here: the input is post-ReLU, never negative
+            x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    return x
+
+
+def _head(x, include_top, pooling, classes, classifier_activation):
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        # Logits and softmax stay float32 under mixed precision, for a stable loss.
+        policy = keras.config.dtype_policy()
+        x = layers.Dense(
+            classes,
+            activation=classifier_activation,
+            dtype="float32" if policy.compute_dtype != policy.variable_dtype else None,
+            name="predictions",
+        )(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
 
 
 def resnet(
     depth,
     *,
     residual=True,
+    preactivation=False,
     include_top=True,
     weights=None,
     input_tensor=None,
@@ -108,37 +166,27 @@ def resnet(
     bn_synchronized=False,
     name=None,
 ):
-    """Builds any network of the paper: ImageNet depths 18-152 or CIFAR depths 6n+2.
+    """Builds any network of the papers: ImageNet depths 18-152, CIFAR depths 6n+2 and 9n+2.
 
     The keras.applications arguments (include_top, weights, input_tensor, input_shape,
-    pooling, classes, classifier_activation) mean what they mean there. The paper's options:
+    pooling, classes, classifier_activation) mean what they mean there. The papers' options:
       residual: False builds the plain net of the same depth (no shortcut additions).
-      shortcut: "A", "B" or "C" (see `keras_resnet.blocks.block`); None takes the paper's
-        choice for the depth: A for 18/34 and the CIFAR nets, B for 50/101/152.
-      stride_position: "1x1" (the paper) or "3x3" ("v1.5") for bottleneck nets; None takes
+      preactivation: True builds the 2016 paper's full pre-activation units (see
+        `keras_resnet.blocks.block`), a bare conv1, and BN-ReLU after the last block.
+      shortcut: "A", "B" or "C" (see `keras_resnet.blocks.block`); None takes the papers'
+        choice for the depth: A for basic-block nets, B for bottleneck nets.
+      stride_position: "1x1" (the papers) or "3x3" ("v1.5") for bottleneck nets; None takes
         "1x1".
     With `weights` a torchvision/timm checkpoint (.safetensors, .pth, .pt), shortcut and
     stride_position left at None take torchvision's layout instead: "B" and "3x3".
       bn_epsilon, bn_momentum: BatchNormalization settings (Caffe/PyTorch defaults).
       bn_synchronized: BN statistics over all replicas' batches (TensorFlow backend only).
     """
-    if depth in IMAGENET_SPECS:
-        family, min_size, default_size, default_classes = "imagenet", 32, 224, 1000
-    elif depth in CIFAR_SPECS:
-        family, min_size, default_size, default_classes = "cifar", 4, 32, 10
-    else:
-        raise ValueError(
-            f"unknown depth {depth}: expected one of {sorted(IMAGENET_SPECS)} (ImageNet) "
-            f"or {sorted(CIFAR_SPECS)} (CIFAR-10)"
-        )
+    family = family_of(depth)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if _is_torch_checkpoint(weights):
-        shortcut = "B" if shortcut is None else shortcut
-        stride_position = "3x3" if stride_position is None else stride_position
-    shortcut = default_shortcut(depth) if shortcut is None else shortcut
-    stride_position = "1x1" if stride_position is None else stride_position
-    classes = default_classes if classes is None else classes
+    shortcut, stride_position = _layout(depth, weights, shortcut, stride_position)
+    classes = family.classes if classes is None else classes
     if include_top and (not isinstance(classes, int) or classes < 1):
         raise ValueError(f"classes must be a positive integer, got {classes!r}")
     if keras.config.image_data_format() != "channels_last":
@@ -146,160 +194,390 @@ def resnet(
             "keras_resnet models need keras.config.image_data_format() == 'channels_last'"
         )
 
-    if input_shape is None:
-        if input_tensor is not None:
-            input_shape = tuple(input_tensor.shape[1:])
-        else:
-            input_shape = (default_size, default_size, 3) if include_top else (None, None, 3)
-    _check_input_shape(tuple(input_shape), min_size)
-    if input_tensor is None:
-        inputs = layers.Input(shape=input_shape, name="input")
-    elif keras.backend.is_keras_tensor(input_tensor):
-        inputs = input_tensor
-    else:
-        inputs = layers.Input(tensor=input_tensor, shape=input_shape, name="input")
-
-    options = dict(
-        residual=residual,
-        shortcut=shortcut,
-        stride_position=stride_position,
-        bn_epsilon=bn_epsilon,
-        bn_momentum=bn_momentum,
-        bn_synchronized=bn_synchronized,
-    )
+    inputs = _inputs(family, include_top, input_tensor, input_shape)
     bn = dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, bn_synchronized=bn_synchronized)
-    if family == "imagenet":
-        bottleneck, repeats = IMAGENET_SPECS[depth]
-        stage_filters = IMAGENET_FILTERS
-        x = conv_bn(inputs, 64, 7, 2, "conv1", **bn)
-        # Zero padding equals -inf padding here: the input is post-ReLU, so never negative.
-        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-        x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    else:
-        bottleneck, repeats = False, (CIFAR_SPECS[depth],) * 3
-        stage_filters = CIFAR_FILTERS
-        x = conv_bn(inputs, 16, 3, 1, "conv1", **bn)
-
-    for stage, (filters, count) in enumerate(zip(stage_filters, repeats)):
+    x = _stem(inputs, family, preactivation, bn)
+    spec = family.specs[depth]
+    for stage, (filters, count) in enumerate(zip(family.filters, spec.repeats)):
         for index in range(count):
-            strides = 2 if stage > 0 and index == 0 else 1
             x = block(
                 x,
                 filters,
-                strides,
+                2 if stage > 0 and index == 0 else 1,
                 f"conv{stage + 2}_block{index + 1}",
-                bottleneck=bottleneck,
-                **options,
+                bottleneck=spec.bottleneck,
+                residual=residual,
+                shortcut=shortcut,
+                stride_position=stride_position,
+                preactivation=preactivation,
+                **bn,
             )
-
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        # Logits and softmax stay float32 under mixed precision, for a stable loss.
-        mixed = (
-            keras.config.dtype_policy().compute_dtype != keras.config.dtype_policy().variable_dtype
-        )
-        x = layers.Dense(
-            classes,
-            activation=classifier_activation,
-            dtype="float32" if mixed else None,
-            name="predictions",
-        )(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    if preactivation:  # the 2016 paper's extra activation after the last addition
+        x = batch_norm(x, "post", **bn)
+    x = _head(x, include_top, pooling, classes, classifier_activation)
 
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)
-    name = name or f"{'resnet' if residual else 'plain'}{depth}"
     # Keras walks the functional graph recursively (here and when saving or loading), about
     # 10 frames per block layer: ResNet-1202 needs more than Python's default of 1000.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 12 * depth * 6))
-    model = keras.Model(inputs, x, name=name)
+    model = keras.Model(inputs, x, name=name or default_name(depth, residual, preactivation))
     load_weights(model, weights)
     return model
 
 
-def _public_builder(depth, residual):
-    kind = "ResNet" if residual else "Plain"
+def default_name(depth, residual=True, preactivation=False):
+    """The model's name, and the public name of its builder where it has one: "resnet50",
+    "plain50", "preact50" ("preactplain50" for a plain net with pre-activation units)."""
+    kind = "resnet" if residual else "plain"
+    if preactivation:
+        kind = "preact" if residual else "preactplain"
+    return f"{kind}{depth}"
 
-    def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=None,
-        classifier_activation="softmax",
-        **options,
-    ):
-        return resnet(
-            depth,
-            residual=residual,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            **options,
-        )
 
-    if depth in IMAGENET_SPECS:
-        bottleneck = IMAGENET_SPECS[depth][0]
-        layout = (
-            "bottleneck blocks (1x1-3x3-1x1), stride on the first 1x1 as in the paper "
-            "(stride_position='3x3' gives 'v1.5')"
-            if bottleneck
-            else "basic blocks (3x3-3x3)"
-        )
-        data = "ImageNet layout: 224x224x3 input and 1000 classes by default"
-    else:
-        layout = "basic blocks (3x3-3x3)"
-        data = "CIFAR-10 layout (section 4.2): 32x32x3 input and 10 classes by default"
-    short = (
-        f"shortcut option {default_shortcut(depth)} by default"
-        if residual
-        else "no shortcuts (the plain counterpart of the residual net)"
-    )
-    builder.__name__ = builder.__qualname__ = f"{kind}{depth}"
-    builder.__doc__ = (
-        f"{kind}-{depth} of He et al. 2015: {layout}; {short}. {data}.\n\n"
-        "Arguments as keras.applications (include_top, weights, input_tensor, input_shape,\n"
-        "pooling, classes, classifier_activation); `options` are the paper's options of\n"
-        "`keras_resnet.models.resnet` (shortcut, stride_position, bn_epsilon, bn_momentum,\n"
-        "bn_synchronized, name)."
+# The public builders. MODELS: public name -> builder (MODELS["resnet34"] is ResNet34);
+# DEPTHS: public name -> depth (DEPTHS["plain56"] == 56).
+MODELS = {}
+DEPTHS = {}
+
+_DOCUMENTATION = """
+
+    {layout}; {shortcut}. {size}x{size}x3 input and {classes} classes by default.
+    Arguments as keras.applications (include_top, weights, input_tensor, input_shape,
+    pooling, classes, classifier_activation); `options` are the other arguments of
+    `keras_resnet.models.resnet` (shortcut, stride_position, bn_epsilon, bn_momentum,
+    bn_synchronized, name)."""
+
+
+def _public(builder):
+    """Registers a builder under its lowercase name and adds the table's facts to its doc."""
+    name = builder.__name__.lower()
+    depth = int(re.search(r"\d+$", name)[0])
+    family = family_of(depth)
+    spec = family.specs[depth]
+    MODELS[name], DEPTHS[name] = builder, depth
+    units = "full pre-activation " if name.startswith("preact") else ""
+    kind = "bottleneck (1x1-3x3-1x1)" if spec.bottleneck else "basic (3x3-3x3)"
+    builder.__doc__ += _DOCUMENTATION.format(
+        layout=f"{'/'.join(map(str, spec.repeats))} {units}{kind} blocks per stage",
+        shortcut=(
+            "no shortcuts"
+            if name.startswith("plain")
+            else f"shortcut option {default_shortcut(depth)} by default"
+        ),
+        size=family.default_size,
+        classes=family.classes,
     )
     return builder
 
 
-# Public names: builder name -> function, e.g. MODELS["resnet34"] is ResNet34.
-MODELS = {}
-# Public names -> depth, e.g. DEPTHS["plain56"] == 56.
-DEPTHS = {}
-for _depth in (*IMAGENET_SPECS, *CIFAR_SPECS):
-    for _residual in (True, False):
-        if not _residual and _depth in CIFAR_SPECS and _depth not in CIFAR_PLAIN_DEPTHS:
-            continue
-        _fn = _public_builder(_depth, _residual)
-        globals()[_fn.__name__] = _fn
-        MODELS[_fn.__name__.lower()] = _fn
-        DEPTHS[_fn.__name__.lower()] = _depth
-del _depth, _residual, _fn
+def _build(depth, arguments, **kind):
+    """A builder's call: its `locals()` (keras.applications arguments and **options) and kind."""
+    arguments = dict(arguments)
+    return resnet(depth, **kind, **arguments.pop("options"), **arguments)
+
+
+@_public
+def ResNet18(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-18 of the 2015 paper (Table 1)."""
+    return _build(18, locals())
+
+
+@_public
+def ResNet34(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-34 of the 2015 paper (Table 1)."""
+    return _build(34, locals())
+
+
+@_public
+def ResNet50(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-50 of the 2015 paper (Table 1), the stride of each downsampling bottleneck
+    on its first 1x1 as there (stride_position='3x3' gives "v1.5")."""
+    return _build(50, locals())
+
+
+@_public
+def ResNet101(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-101 of the 2015 paper (Table 1), the stride of each downsampling bottleneck
+    on its first 1x1 as there (stride_position='3x3' gives "v1.5")."""
+    return _build(101, locals())
+
+
+@_public
+def ResNet152(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-152 of the 2015 paper (Table 1), the stride of each downsampling bottleneck
+    on its first 1x1 as there (stride_position='3x3' gives "v1.5")."""
+    return _build(152, locals())
+
+
+@_public
+def ResNet20(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-20 of the 2015 paper (section 4.2, CIFAR-10)."""
+    return _build(20, locals())
+
+
+@_public
+def ResNet32(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-32 of the 2015 paper (section 4.2, CIFAR-10)."""
+    return _build(32, locals())
+
+
+@_public
+def ResNet44(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-44 of the 2015 paper (section 4.2, CIFAR-10)."""
+    return _build(44, locals())
+
+
+@_public
+def ResNet56(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-56 of the 2015 paper (section 4.2, CIFAR-10)."""
+    return _build(56, locals())
+
+
+@_public
+def ResNet110(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-110 of the 2015 paper (section 4.2, CIFAR-10)."""
+    return _build(110, locals())
+
+
+@_public
+def ResNet1202(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-1202 of the 2015 paper (section 4.2, CIFAR-10)."""
+    return _build(1202, locals())
+
+
+@_public
+def ResNet164(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-164 with the 2015 paper's units: the 2016 paper's baseline (Table 3, CIFAR-10);
+    its own ResNet-164 is PreAct164."""
+    return _build(164, locals())
+
+
+@_public
+def ResNet1001(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-1001 with the 2015 paper's units: the 2016 paper's baseline (Table 3, CIFAR-10);
+    its own ResNet-1001 is PreAct1001."""
+    return _build(1001, locals())
+
+
+@_public
+def Plain18(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """Plain-18 of the 2015 paper (Table 2): ResNet-18 without its shortcuts."""
+    return _build(18, locals(), residual=False)
+
+
+@_public
+def Plain34(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """Plain-34 of the 2015 paper (Table 2): ResNet-34 without its shortcuts."""
+    return _build(34, locals(), residual=False)
+
+
+@_public
+def Plain50(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """Plain-50 of the 2015 paper (Table 2): ResNet-50 without its shortcuts."""
+    return _build(50, locals(), residual=False)
+
+
+@_public
+def Plain101(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """Plain-101 of the 2015 paper (Table 2): ResNet-101 without its shortcuts."""
+    return _build(101, locals(), residual=False)
+
+
+@_public
+def Plain152(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """Plain-152 of the 2015 paper (Table 2): ResNet-152 without its shortcuts."""
+    return _build(152, locals(), residual=False)
+
+
+@_public
+def Plain20(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """Plain-20 of the 2015 paper (Figure 6): ResNet-20 without its shortcuts."""
+    return _build(20, locals(), residual=False)
+
+
+@_public
+def Plain32(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """Plain-32 of the 2015 paper (Figure 6): ResNet-32 without its shortcuts."""
+    return _build(32, locals(), residual=False)
+
+
+@_public
+def Plain44(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """Plain-44 of the 2015 paper (Figure 6): ResNet-44 without its shortcuts."""
+    return _build(44, locals(), residual=False)
+
+
+@_public
+def Plain56(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """Plain-56 of the 2015 paper (Figure 6): ResNet-56 without its shortcuts."""
+    return _build(56, locals(), residual=False)
+
+
+@_public
+def Plain110(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """Plain-110 of the 2015 paper (Figure 6): ResNet-110 without its shortcuts."""
+    return _build(110, locals(), residual=False)
+
+
+@_public
+def PreAct18(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-18 with the 2016 paper's full pre-activation units (timm's resnetv2_18
+    with shortcut='B')."""
+    return _build(18, locals(), preactivation=True)
+
+
+@_public
+def PreAct34(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-34 with the 2016 paper's full pre-activation units (timm's resnetv2_34
+    with shortcut='B')."""
+    return _build(34, locals(), preactivation=True)
+
+
+@_public
+def PreAct50(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-50 with the 2016 paper's full pre-activation units, the stride on the first
+    1x1 as in its code (timm's resnetv2_50 with stride_position='3x3')."""
+    return _build(50, locals(), preactivation=True)
+
+
+@_public
+def PreAct101(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-101 with the 2016 paper's full pre-activation units, the stride on the first
+    1x1 as in its code (timm's resnetv2_101 with stride_position='3x3')."""
+    return _build(101, locals(), preactivation=True)
+
+
+@_public
+def PreAct152(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """ResNet-152 with the 2016 paper's full pre-activation units, the stride on the first
+    1x1 as in its code (timm's resnetv2_152 with stride_position='3x3')."""
+    return _build(152, locals(), preactivation=True)
+
+
+@_public
+def PreAct110(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """The 2016 paper's pre-activation ResNet-110 (Table 3, CIFAR-10)."""
+    return _build(110, locals(), preactivation=True)
+
+
+@_public
+def PreAct164(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """The 2016 paper's ResNet-164 (Table 3, CIFAR-10): 1.7M parameters."""
+    return _build(164, locals(), preactivation=True)
+
+
+@_public
+def PreAct1001(
+    include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=None, classifier_activation="softmax", **options,
+):
+    """The 2016 paper's ResNet-1001 (Table 3, CIFAR-10): 10.2M parameters."""
+    return _build(1001, locals(), preactivation=True)
 
 
 def canonical_name(name):
-    """ "ResNet-34", "resnet_34" -> "resnet34"; an unknown name raises a ValueError listing all."""
-    key = str(name).lower().replace("-", "").replace("_", "")
+    """ "ResNet-34", "resnet_34" -> "resnet34"; "PreActResNet-50" -> "preact50"; an unknown name
+    raises a ValueError listing all."""
+    key = str(name).lower().replace("-", "").replace("_", "").replace("preactresnet", "preact")
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
     return key
 
 
 def family(name):
-    """ "imagenet" for the Table 1 nets, "cifar" for the 6n+2 nets of section 4.2."""
-    return "cifar" if DEPTHS[canonical_name(name)] in CIFAR_SPECS else "imagenet"
+    """ "imagenet" for the Table 1 nets, "cifar" for the CIFAR-10 nets (6n+2 and 9n+2)."""
+    return family_of(DEPTHS[canonical_name(name)]).name
 
 
 def build(name, **kwargs):

@@ -1,6 +1,6 @@
 """Prints every model's depth, parameters and multiply-adds, like the paper's Table 1.
 
-    python -m keras_resnet.summary [--include-1202]
+    python -m keras_resnet.summary [--include-slow]
 
 Parameters are trainable parameters (as torchvision and the paper count them; BN moving
 statistics are left out). Multiply-adds are for one image at the default input size
@@ -11,7 +11,8 @@ import argparse
 
 import numpy as np
 
-from keras_resnet.models import DEPTHS, MODELS, build, default_shortcut, multiply_adds
+from keras_resnet.architectures import SLOW_DEPTHS, default_shortcut
+from keras_resnet.models import DEPTHS, MODELS, build, canonical_name, multiply_adds
 
 
 def trainable_parameters(model):
@@ -21,12 +22,12 @@ def trainable_parameters(model):
 def table(names):
     """Rows of (name, weighted layers, shortcut option, trainable parameters, multiply-adds)."""
     rows = []
-    for name in names:
+    for name in map(canonical_name, names):
         model = build(name)
         weighted = sum(type(layer).__name__ in ("Conv2D", "Dense") for layer in model.layers)
         projections = sum(layer.name.endswith("_0_conv") for layer in model.layers)
         # The paper counts depth without the projection shortcuts.
-        shortcut = default_shortcut(DEPTHS[name]) if name.startswith("resnet") else "-"
+        shortcut = "-" if name.startswith("plain") else default_shortcut(DEPTHS[name])
         rows.append(
             (
                 name,
@@ -50,13 +51,18 @@ def format_table(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--include-1202", action="store_true", help="also build ResNet-1202 (slow)")
+    parser.add_argument(
+        "--include-slow",
+        "--include-1202",
+        action="store_true",
+        help="also build the nets with 1001 and 1202 layers (a minute or more each)",
+    )
     parser.add_argument("--models", help="comma-separated model names (default: all)")
     args = parser.parse_args(argv)
     names = (
         args.models.split(",")
         if args.models
-        else [name for name in MODELS if args.include_1202 or name != "resnet1202"]
+        else [name for name in MODELS if args.include_slow or DEPTHS[name] not in SLOW_DEPTHS]
     )
     print(format_table(table(names)))
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import keras_resnet
-from keras_resnet import models
+from keras_resnet import blocks, models
+from keras_resnet.architectures import SLOW_DEPTHS
 from keras_resnet.summary import main as summary_main
 from keras_resnet.summary import trainable_parameters
 
@@ -21,20 +22,43 @@ TORCHVISION_PARAMETERS = {
 PAPER_MULTIPLY_ADDS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
 # The paper's Table 6, parameters in millions as it rounds them.
 PAPER_CIFAR_PARAMETERS = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7}
+# timm.create_model("resnetv2_N"): sum(p.numel() for p in model.parameters()) (timm 1.0.31).
+TIMM_PREACT_PARAMETERS = {18: 11_687_720, 50: 25_549_352}
 
 
 def layer_types(model):
     return {layer.name: type(layer).__name__ for layer in model.layers}
 
 
-@pytest.mark.parametrize("name", [n for n in keras_resnet.MODELS if n != "resnet1202"])
+def weights_of(model, *kinds):
+    """Trainable parameters of the layers of the given kinds (class names)."""
+    return sum(
+        int(np.prod(w.shape))
+        for layer in model.layers
+        if type(layer).__name__ in kinds
+        for w in layer.trainable_weights
+    )
+
+
+def source(layer):
+    """The layer (or layers, for an addition) whose output `layer` takes."""
+    inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+    found = [tensor._keras_history.operation for tensor in inputs]
+    return found if len(found) > 1 else found[0]
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in keras_resnet.MODELS if keras_resnet.DEPTHS[n] not in SLOW_DEPTHS]
+)
 def test_every_builder_runs_a_forward_pass(name):
     cifar = keras_resnet.family(name) == "cifar"
     model = keras_resnet.build(name, input_shape=None if cifar else SMALL, classes=7)
     out = model(np.random.rand(2, *SMALL).astype("float32"))
     assert out.shape == (2, 7)
     np.testing.assert_allclose(np.sum(out, axis=1), 1.0, rtol=1e-5)
-    assert getattr(keras_resnet, model.name.replace("resnet", "ResNet").replace("plain", "Plain"))
+    builder = keras_resnet.MODELS[model.name]
+    assert getattr(keras_resnet, builder.__name__) is builder
+    assert builder.__name__.lower() == name
 
 
 def test_public_functions_match_names_and_defaults():
@@ -46,6 +70,7 @@ def test_public_functions_match_names_and_defaults():
     assert "option A" in keras_resnet.ResNet34.__doc__
     assert "option B" in keras_resnet.ResNet50.__doc__ and "1x1" in keras_resnet.ResNet50.__doc__
     assert keras_resnet.build("ResNet-34").name == "resnet34"
+    assert "option B" in keras_resnet.PreAct164.__doc__ and "1.7M" in keras_resnet.PreAct164.__doc__
 
 
 @pytest.mark.parametrize("depth", sorted(TORCHVISION_PARAMETERS))
@@ -231,7 +256,141 @@ def test_mixed_precision_keeps_logits_float32():
 
 
 def test_summary_command_prints_table_1(capsys):
-    summary_main(["--models", "resnet34,plain34,resnet56"])
+    summary_main(["--models", "resnet34,plain34,resnet56,PreAct-18"])
     out = capsys.readouterr().out
     assert "resnet34" in out and "21.62M" in out and " A " in out and "3.644G" in out
     assert "resnet56" in out and "0.85M" in out
+    assert "preact18" in out and "11.52M" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-activation nets (He et al. 2016, "Identity Mappings in Deep Residual Networks").
+
+
+def test_preact_names_families_and_defaults():
+    for name in ("PreAct-18", "preact_50", "PreActResNet-101", "preact152"):
+        assert keras_resnet.family(name) == "imagenet"
+    for name in ("preact110", "PreAct-164", "PreAct1001", "resnet164", "resnet1001"):
+        assert keras_resnet.family(name) == "cifar"
+    assert keras_resnet.canonical_name("PreActResNet-164") == "preact164"
+    model = keras_resnet.build("PreAct-164")
+    assert model.name == "preact164" and model.output_shape == (None, 10)
+    assert model.get_layer("conv2_block1_0_conv")  # option B: a projection where 16 -> 64
+    # The same net through the option of any builder.
+    same = keras_resnet.ResNet164(preactivation=True)
+    assert [l.name for l in same.layers] == [l.name for l in model.layers]
+    with pytest.raises(TypeError, match="preactivation"):
+        keras_resnet.PreAct18(preactivation=False)
+
+
+def test_preact_164_and_1001_have_the_2016_papers_parameter_counts():
+    """Table 3 of the 2016 paper: ResNet-164 1.7M, ResNet-1001 10.2M parameters on CIFAR-10.
+    The paper counts convolution and fully connected weights: BN's scale and shift add
+    24k (164) and 149k (1001) trainable parameters, 1.70M and 10.33M in all."""
+    preact164 = keras_resnet.PreAct164()
+    assert round(weights_of(preact164, "Conv2D", "Dense") / 1e6, 1) == 1.7
+    assert round(trainable_parameters(preact164) / 1e6, 1) == 1.7
+    preact1001 = keras_resnet.PreAct1001()
+    assert round(weights_of(preact1001, "Conv2D", "Dense") / 1e6, 1) == 10.2
+    assert trainable_parameters(preact1001) == 10_327_706
+    # Pre-activation moves BN and ReLU; conv weights are those of the original-unit net.
+    original164 = keras_resnet.ResNet164()
+    assert weights_of(original164, "Conv2D", "Dense") == weights_of(preact164, "Conv2D", "Dense")
+
+
+@pytest.mark.parametrize("depth", sorted(TIMM_PREACT_PARAMETERS))
+def test_preact_parameters_equal_timm_resnetv2(depth):
+    model = keras_resnet.resnet(depth, preactivation=True, shortcut="B", input_shape=SMALL)
+    assert trainable_parameters(model) == TIMM_PREACT_PARAMETERS[depth]
+
+
+def test_preact_bottleneck_unit_order():
+    """BN, ReLU, conv, BN, ReLU, conv, BN, ReLU, conv, then the addition with nothing after
+    it; a projection shortcut takes the pre-activated input, as in the paper's code."""
+    inputs = keras.Input((8, 8, 16), name="x")
+    output = blocks.block(inputs, 8, 2, "b", bottleneck=True, preactivation=True)
+    model = keras.Model(inputs, output)
+    add = model.get_layer("b_add")
+    assert output is add.output  # no activation after the addition
+    shortcut, branch = source(add)
+    chain = [branch]
+    while chain[-1] is not model.get_layer("b_preact_bn"):
+        chain.append(source(chain[-1]))
+    names = [layer.name for layer in reversed(chain)]
+    assert names == [
+        "b_preact_bn", "b_preact_relu",
+        "b_1_conv", "b_1_bn", "b_1_relu",
+        "b_2_conv", "b_2_bn", "b_2_relu",
+        "b_3_conv",
+    ]  # fmt: skip
+    assert [type(layer).__name__ for layer in reversed(chain)][:3] == [
+        "BatchNormalization", "Activation", "Conv2D",
+    ]  # fmt: skip
+    assert shortcut.name == "b_0_conv" and source(shortcut).name == "b_preact_relu"
+    assert source(model.get_layer("b_preact_bn")).name == "x"
+    assert not any(l.name.endswith(("_0_bn", "_out", "_3_bn")) for l in model.layers)
+
+
+def test_preact_basic_identity_block_keeps_the_identity_path_clean():
+    inputs = keras.Input((8, 8, 4), name="x")
+    output = blocks.block(inputs, 4, 1, "b", bottleneck=False, preactivation=True)
+    model = keras.Model(inputs, output)
+    identity, branch = source(model.get_layer("b_add"))
+    assert identity.name == "x"  # the block's input itself, before any BN or ReLU
+    assert [branch.name, source(branch).name, source(source(branch)).name] == [
+        "b_2_conv", "b_1_relu", "b_1_bn",
+    ]  # fmt: skip
+    assert source(model.get_layer("b_1_conv")).name == "b_preact_relu"
+
+
+def test_preact_net_has_bare_stem_and_final_bn_relu():
+    model = keras_resnet.PreAct18(include_top=False, input_shape=SMALL)
+    names = [layer.name for layer in model.layers]
+    assert "conv1_bn" not in names and "conv1_relu" not in names
+    assert isinstance(model.get_layer("pool1_pad"), keras_resnet.NegInfPadding2D)
+    assert names[-2:] == ["post_bn", "post_relu"]  # before the pooling, with or without top
+    assert source(model.get_layer("post_bn")).name == "conv5_block2_add"
+    assert not any(name.endswith("_out") for name in names)
+    top = keras_resnet.PreAct18(input_shape=SMALL)
+    assert source(top.get_layer("avg_pool")).name == "post_relu"
+
+
+def test_neg_inf_padding_max_pool_is_torchs_max_pool():
+    x = -np.random.rand(1, 6, 6, 2).astype("float32") - 1.0  # all negative: zeros would win
+    padded = keras_resnet.NegInfPadding2D(1)(x)
+    pooled = np.asarray(keras.layers.MaxPooling2D(3, strides=2)(padded))
+    expected = np.full((1, 3, 3, 2), -np.inf, "float32")
+    for i in range(3):
+        for j in range(3):  # torch: windows start at -1 and step 2, the padding never wins
+            rows = slice(max(2 * i - 1, 0), 2 * i + 2)
+            cols = slice(max(2 * j - 1, 0), 2 * j + 2)
+            expected[0, i, j] = x[0, rows, cols].max(axis=(0, 1))
+    np.testing.assert_array_equal(pooled, expected)
+
+
+def test_preact_options_keep_their_meaning():
+    residual = keras_resnet.PreAct18(input_shape=SMALL, shortcut="B")
+    plain = keras_resnet.resnet(18, residual=False, preactivation=True, input_shape=SMALL)
+    assert plain.name == "preactplain18"
+    assert not any(l.name.endswith(("_add", "_0_conv")) for l in plain.layers)
+    projections = weights_of(residual, "Conv2D") - weights_of(plain, "Conv2D")
+    assert trainable_parameters(plain) == trainable_parameters(residual) - projections
+    option_a = keras_resnet.PreAct18(input_shape=SMALL)  # A by default, as ResNet18
+    assert trainable_parameters(option_a) == trainable_parameters(plain)
+    pad = option_a.get_layer("conv3_block1_0_zeropad")
+    assert source(pad).name == "conv3_block1_preact_relu"
+    option_c = keras_resnet.PreAct18(input_shape=SMALL, shortcut="C")
+    assert sum(l.name.endswith("_0_conv") for l in option_c.layers) == 8
+    v15 = keras_resnet.PreAct50(input_shape=SMALL, stride_position="3x3")
+    assert v15.get_layer("conv3_block1_2_conv").strides == (2, 2)
+    assert keras_resnet.PreAct50(input_shape=SMALL).get_layer("conv3_block1_1_conv").strides == (
+        2, 2,
+    )  # fmt: skip
+
+
+def test_preact_keras_file_round_trip_in_safe_mode(tmp_path):
+    model = keras_resnet.PreAct18(input_shape=SMALL, classes=3)
+    x = np.random.rand(2, *SMALL).astype("float32")
+    model.save(tmp_path / "preact.keras")
+    loaded = keras.saving.load_model(tmp_path / "preact.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)

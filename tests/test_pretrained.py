@@ -1,9 +1,13 @@
 """Importing torchvision/timm checkpoints (keras_resnet.pretrained, keras_resnet.convert).
 
-The CI tests write torchvision-named checkpoints from numpy and need no torch; the parity
-tests at the end compare with torchvision itself and skip where torch is not installed.
+The CI tests write torchvision- and timm-named checkpoints from numpy and need no torch; the
+parity tests at the end compare with torchvision and timm themselves, in a subprocess, and
+skip where those are not installed. KERAS_RESNET_TORCH_PYTHON names another interpreter for
+that side (a virtualenv with torch, torchvision, timm), else it is this one.
 """
 
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -16,11 +20,9 @@ from keras_resnet.models import IMAGENET_FILTERS, IMAGENET_SPECS
 SMALL = (64, 64, 3)
 
 
-def torchvision_state(depth, classes=1000, seed=0):
-    """A state dict in torchvision's naming and layout (OIHW kernels, (out, in) fc), with
-    random weights and non-trivial BN statistics, as float32 numpy arrays."""
-    rng = np.random.default_rng(seed)
-    state = {}
+def random_units(state, rng):
+    """Functions that add a random conv kernel (OIHW) and BN (with non-trivial statistics)
+    under a torch module name to `state`, as float32 numpy arrays."""
 
     def conv(key, out_channels, in_channels, size):
         std = np.sqrt(2.0 / (in_channels * size * size))
@@ -34,6 +36,15 @@ def torchvision_state(depth, classes=1000, seed=0):
         state[key + ".running_var"] = rng.uniform(0.5, 2.0, channels).astype("float32")
         state[key + ".num_batches_tracked"] = np.array(7, "int64")
 
+    return conv, bn
+
+
+def torchvision_state(depth, classes=1000, seed=0):
+    """A state dict in torchvision's naming and layout (OIHW kernels, (out, in) fc), with
+    random weights and non-trivial BN statistics, as float32 numpy arrays."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    conv, bn = random_units(state, rng)
     bottleneck, repeats = IMAGENET_SPECS[depth]
     expansion = 4 if bottleneck else 1
     conv("conv1", 64, 3, 7)
@@ -56,6 +67,37 @@ def torchvision_state(depth, classes=1000, seed=0):
             channels = filters * expansion
     state["fc.weight"] = rng.normal(0, 0.01, (classes, channels)).astype("float32")
     state["fc.bias"] = rng.normal(0, 0.01, classes).astype("float32")
+    return state
+
+
+def timm_preact_state(depth, classes=1000, seed=0):
+    """A state dict in timm's resnetv2 naming (pre-activation: norm{i} before conv{i}, a bare
+    stem conv, a projection without BN, a final norm, the classifier a 1x1 conv)."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    conv, bn = random_units(state, rng)
+    bottleneck, repeats = IMAGENET_SPECS[depth]
+    conv("stem.conv", 64, 3, 7)
+    channels = 64
+    for stage, (filters, count) in enumerate(zip(IMAGENET_FILTERS, repeats)):
+        out = 4 * filters if bottleneck else filters
+        for index in range(count):
+            prefix = f"stages.{stage}.blocks.{index}."
+            bn(prefix + "norm1", channels)
+            units = ((filters, 1), (filters, 3), (out, 1)) if bottleneck else ((out, 3), (out, 3))
+            inputs = channels
+            for unit, (width, size) in enumerate(units, start=1):
+                conv(prefix + f"conv{unit}", width, inputs, size)
+                if unit < len(units):
+                    bn(prefix + f"norm{unit + 1}", width)
+                inputs = width
+            # timm projects in the first block of a stage (a basic one only where shape changes)
+            if index == 0 and (bottleneck or stage > 0):
+                conv(prefix + "downsample.conv", out, channels, 1)
+            channels = out
+    bn("norm", channels)
+    state["head.fc.weight"] = rng.normal(0, 0.01, (classes, channels, 1, 1)).astype("float32")
+    state["head.fc.bias"] = rng.normal(0, 0.01, classes).astype("float32")
     return state
 
 
@@ -278,6 +320,109 @@ def test_convert_command_refuses_a_misfit(tmp_path, resnet18_file, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
+# timm's pre-activation ResNets (resnetv2_*) into the PreAct builders.
+
+
+@pytest.fixture(scope="module")
+def preact18_state():
+    return timm_preact_state(18)
+
+
+@pytest.fixture(scope="module")
+def preact18_file(preact18_state, tmp_path_factory):
+    path = tmp_path_factory.mktemp("timm") / "resnetv2_18.safetensors"
+    return save_safetensors(preact18_state, path)
+
+
+@pytest.fixture(scope="module")
+def preact18(preact18_file):
+    return keras_resnet.PreAct18(input_shape=SMALL, weights=preact18_file)
+
+
+def test_timm_preact_file_loads_in_keras_layout(preact18, preact18_state):
+    state = preact18_state
+    assert pretrained.architecture(state) == (18, False, (2, 2, 2, 2), True)
+    assert preact18.get_layer("conv3_block1_0_conv") is not None  # option B by itself
+    pairs = {
+        "conv2_block1_preact_bn": "stages.0.blocks.0.norm1",
+        "conv2_block1_1_bn": "stages.0.blocks.0.norm2",
+        "conv4_block2_1_bn": "stages.2.blocks.1.norm2",
+        "post_bn": "norm",
+    }
+    for layer, module in pairs.items():
+        values = preact18.get_layer(layer).get_weights()
+        for value, param in zip(values, ("weight", "bias", "running_mean", "running_var")):
+            np.testing.assert_array_equal(value, state[f"{module}.{param}"])
+    for layer, module in {
+        "conv1_conv": "stem.conv",
+        "conv3_block2_2_conv": "stages.1.blocks.1.conv2",
+        "conv5_block1_0_conv": "stages.3.blocks.0.downsample.conv",
+    }.items():
+        kernel = preact18.get_layer(layer).kernel.numpy()
+        np.testing.assert_array_equal(kernel, state[module + ".weight"].transpose(2, 3, 1, 0))
+    dense, bias = preact18.get_layer("predictions").get_weights()
+    np.testing.assert_array_equal(dense, state["head.fc.weight"][:, :, 0, 0].T)
+    np.testing.assert_array_equal(bias, state["head.fc.bias"])
+
+
+def test_timm_preact_stem_and_classifier_compute_what_torch_computes(preact18, preact18_state):
+    """The stem max-pools the raw convolution, padded with -inf as torch pads; the classifier
+    reads the final BN-ReLU."""
+    import keras
+
+    x = pretrained.preprocess_input(
+        images(), pretrained.TIMM_PREACT_MEAN, pretrained.TIMM_PREACT_STD
+    ).numpy()
+    stem = keras.Model(preact18.input, preact18.get_layer("pool1_pool").output)
+    conv = torch_conv(x, preact18_state["stem.conv.weight"], stride=2, pad=3)
+    padded = np.pad(conv, [(0, 0), (1, 1), (1, 1), (0, 0)], constant_values=-np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))
+    expected = windows[:, ::2, ::2].max(axis=(-2, -1))
+    np.testing.assert_allclose(stem(x).numpy(), expected, atol=1e-3, rtol=1e-4)
+
+    features = keras.Model(preact18.input, preact18.get_layer("avg_pool").output)(x).numpy()
+    weight = preact18_state["head.fc.weight"][:, :, 0, 0]
+    logits = features @ weight.T + preact18_state["head.fc.bias"]
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    np.testing.assert_allclose(preact18(x).numpy(), probabilities, atol=1e-6)
+
+
+def test_timm_preact_bottleneck_file_builds_the_stride_on_the_3x3(tmp_path):
+    state = timm_preact_state(50, classes=10)
+    path = save_safetensors(state, tmp_path / "resnetv2_50.safetensors")
+    model = keras_resnet.PreAct50(input_shape=SMALL, classes=10, weights=path)
+    assert model.get_layer("conv3_block1_2_conv").strides == (2, 2)
+    assert model(images(1)).shape == (1, 10)
+    np.testing.assert_array_equal(
+        model.get_layer("conv2_block1_0_conv").kernel.numpy(),
+        state["stages.0.blocks.0.downsample.conv.weight"].transpose(2, 3, 1, 0),
+    )
+
+
+def test_units_mismatch_names_the_right_builder(preact18_state, resnet18_state):
+    original = keras_resnet.ResNet18(input_shape=SMALL, **pretrained.TORCHVISION_OPTIONS)
+    error = assert_refused(original, preact18_state, "pre-activation ResNet-18", "PreAct18")
+    assert len(error.problems) == 1
+    preact = keras_resnet.PreAct18(input_shape=SMALL, **pretrained.TORCHVISION_OPTIONS)
+    assert_refused(preact, resnet18_state, "torchvision's naming", "build ResNet18")
+    with pytest.raises(pretrained.CheckpointMismatchError, match="wrong depth.*PreAct34"):
+        pretrained.load_torch_weights(preact, timm_preact_state(34))
+
+
+def test_convert_command_writes_preact_weights(tmp_path, preact18_file, preact18, capsys):
+    output = tmp_path / "preact18.weights.h5"
+    assert convert.main([preact18_file, f"--output={output}"]) == 0
+    printed = capsys.readouterr().out
+    assert "keras_resnet.PreAct18(" in printed and "TIMM_PREACT_MEAN" in printed
+    model = keras_resnet.PreAct18(
+        input_shape=SMALL, weights=str(output), **pretrained.TORCHVISION_OPTIONS
+    )
+    x = images()
+    np.testing.assert_array_equal(model(x).numpy(), preact18(x).numpy())
+
+
+# ---------------------------------------------------------------------------------------------
 # Parity with torchvision itself (runs where torch and torchvision are importable).
 
 PARITY_SIZES = {18: 224, 34: 224, 50: 224, 101: 224, 152: 224}
@@ -329,17 +474,22 @@ np.savez(logits_path, logits=logits, exact=exact)
 """
 
 
-def torch_and_torchvision():
-    import importlib.util
+TORCH_PYTHON = os.environ.get("KERAS_RESNET_TORCH_PYTHON", sys.executable)
 
-    if not all(importlib.util.find_spec(m) for m in ("torch", "torchvision")):
-        pytest.skip("torch and torchvision are not installed")
+
+def reference_side(check, what):
+    """Skips unless `check` (a Python line) runs in TORCH_PYTHON."""
+    done = subprocess.run([TORCH_PYTHON, "-c", check], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"{what} not installed for {TORCH_PYTHON} (KERAS_RESNET_TORCH_PYTHON)")
+
+
+def torch_and_torchvision():
+    reference_side("import torch, torchvision; torchvision.models.resnet18()", "torchvision")
 
 
 @pytest.mark.parametrize("depth", sorted(PARITY_SIZES))
 def test_parity_with_torchvision(depth, tmp_path):
-    import subprocess
-
     torch_and_torchvision()
     size = PARITY_SIZES[depth]
     raw = images(6, size, seed=depth)  # RGB 0..255: 2 to compare, 4 to calibrate BN with
@@ -347,7 +497,7 @@ def test_parity_with_torchvision(depth, tmp_path):
     # Both ways in: torchvision's .pth (read with torch), timm's .safetensors (read without).
     checkpoint = tmp_path / f"resnet{depth}{'.pth' if depth in (34, 101) else '.safetensors'}"
     files = [tmp_path / "images.npy", checkpoint, tmp_path / "logits.npz"]
-    command = [sys.executable, "-c", TORCHVISION_REFERENCE, str(depth), *map(str, files)]
+    command = [TORCH_PYTHON, "-c", TORCHVISION_REFERENCE, str(depth), *map(str, files)]
     subprocess.run(command, check=True)
     reference = np.load(tmp_path / "logits.npz")
     expected, exact = reference["logits"], reference["exact"]
@@ -382,3 +532,66 @@ def test_export_applies_torchvision_preprocessing(resnet18, resnet18_file, tmp_p
     served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))
     expected = resnet18(pretrained.preprocess_input(x)).numpy()
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+
+
+# timm's pre-activation ResNets, made and run by timm itself in its own process.
+TIMM_PREACT_REFERENCE = """
+import sys
+import numpy as np
+import safetensors.torch
+import timm
+import torch
+
+depth, images_path, checkpoint_path, logits_path = sys.argv[1:]
+torch.manual_seed(int(depth))
+torch.set_num_threads(2)
+model = timm.create_model(f"resnetv2_{depth}", pretrained=False)
+bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+raw = torch.from_numpy(np.load(images_path))  # NHWC, RGB 0..255; the first 2 are tested
+x = (raw / 127.5 - 1).permute(0, 3, 1, 2).float().contiguous()  # timm's mean, std 0.5
+with torch.no_grad():
+    for bn in bns:  # trained-looking BN: statistics of 4 calibration images, then perturbed
+        bn.weight.copy_(torch.empty(bn.num_features).uniform_(0.6, 1.4))
+        bn.bias.copy_(0.1 * torch.randn(bn.num_features))
+        bn.momentum = None
+        bn.reset_running_stats()
+    model.train()
+    model(x[2:])
+    for bn in bns:
+        bn.running_mean.add_(0.1 * torch.randn(bn.num_features))
+        bn.running_var.mul_(torch.empty(bn.num_features).uniform_(0.8, 1.25))
+    model.eval()
+    safetensors.torch.save_file(model.state_dict(), checkpoint_path)
+    logits = model(x[:2]).numpy()
+    exact = model.double()(x[:2].double()).numpy()
+np.savez(logits_path, logits=logits, exact=exact)
+"""
+
+
+@pytest.mark.parametrize("depth", sorted(PARITY_SIZES))
+def test_parity_with_timm_preact(depth, tmp_path):
+    """PreAct-N with a checkpoint written by timm's resnetv2_N computes timm's logits."""
+    reference_side("import timm; timm.create_model('resnetv2_18')", "timm")
+    size = PARITY_SIZES[depth]
+    raw = images(6, size, seed=depth)
+    np.save(tmp_path / "images.npy", raw)
+    files = [tmp_path / "images.npy", tmp_path / "model.safetensors", tmp_path / "logits.npz"]
+    command = [TORCH_PYTHON, "-c", TIMM_PREACT_REFERENCE, str(depth), *map(str, files)]
+    subprocess.run(command, check=True)
+    reference = np.load(tmp_path / "logits.npz")
+    expected, exact = reference["logits"], reference["exact"]
+
+    model = keras_resnet.build(
+        f"preact{depth}", input_shape=(size, size, 3), classifier_activation=None,
+        weights=str(files[1]),
+    )
+    x = pretrained.preprocess_input(raw[:2], pretrained.TIMM_PREACT_MEAN, pretrained.TIMM_PREACT_STD)
+    got = np.asarray(model(x))
+    difference = float(np.max(np.abs(got - expected)))
+    print(f"\npreact{depth} at {size}x{size}: max |keras - timm| = {difference:.2e} "
+          f"(keras - float64 timm {np.max(np.abs(got - exact)):.2e}, float32 timm - float64 "
+          f"timm {np.max(np.abs(expected - exact)):.2e}); logits up to {np.max(np.abs(exact)):.2f}")
+    assert difference < 1e-4
+    np.testing.assert_array_equal(
+        np.argsort(-got, axis=1)[:, :5], np.argsort(-expected, axis=1)[:, :5]
+    )

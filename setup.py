@@ -15,6 +15,9 @@ setup(
         "tensorflow>=2.16,<3",
         "keras>=3.3,<4",
         "tensorflow-datasets>=4.9",
+        # tensorflow-datasets imports it to prepare datasets (cifar10, imagenet2012) without
+        # declaring it ("No module named 'importlib_resources'" on a fresh install).
+        "importlib_resources>=6.0",
         "tensorboard>=2.16",
         "absl-py>=1.0",
         # The plain-vs-residual figures (keras_resnet.plot, trainers/compare.py).

@@ -1,15 +1,18 @@
 """A training run's folder: what the trainer writes and what export and analysis read.
 
     <model_dir>/run.json               the run's facts (below), rewritten atomically at each start
+    <model_dir>/flags.txt              its settings as trainer flags (--flagfile repeats the run)
     <model_dir>/result.json            the final numbers, written when the run finishes
     <model_dir>/checkpoints/ckpt-N.*   tf.train.Checkpoint(model=..., optimizer=..., ...)
-    <model_dir>/train/, validation/    TensorBoard event files
+    <model_dir>/train/, validation/    TensorBoard event files (test/ with --final_split=test)
+    <model_dir>/events.out.tfevents.hparams-*   TensorBoard HParams (keras_resnet.hparams)
 
 run.json holds: model (a public name, e.g. "resnet50"), model_options (builder keyword
 arguments such as shortcut or stride_position), num_classes, class_names, image_size,
 mean and std (per-channel RGB on the 0..255 scale: the model's input is (image - mean) / std),
 center_crop_fraction (evaluation keeps this much of the shorter side), dataset, data_dir, and
-the trainer's flags under "flags".
+the trainer's flags under "flags" as typed values (keras_resnet.hparams.flags_record: numbers,
+bools, strings, null, lists), from which read_train_config rebuilds the run's TrainConfig.
 """
 
 import json
@@ -18,9 +21,11 @@ import tempfile
 
 import tensorflow as tf
 
+from keras_resnet import hparams
 from keras_resnet.models import build
 
 RUN_FILE = "run.json"
+FLAGS_FILE = "flags.txt"  # the run's settings as an absl flagfile (hparams.flagfile_text)
 RESULT_FILE = "result.json"  # written when a run finishes: final step, errors, images/s
 CHECKPOINT_DIR = "checkpoints"
 REQUIRED_KEYS = ("model", "model_options", "num_classes", "class_names", "image_size", "mean", "std")
@@ -28,12 +33,25 @@ REQUIRED_KEYS = ("model", "model_options", "num_classes", "class_names", "image_
 
 def write_json_atomically(path, content):
     """Writes JSON to a temporary file beside `path`, then renames it: never half-written."""
+    write_text_atomically(path, json.dumps(content, indent=2, sort_keys=True))
+
+
+def write_text_atomically(path, text):
+    """Writes text to a temporary file beside `path`, then renames it."""
+    write_bytes_atomically(path, text.encode())
+
+
+def write_bytes_atomically(path, data):
+    """Writes `data` to a temporary file beside `path`, then renames it: never half-written."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(content, f, indent=2, sort_keys=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
@@ -44,6 +62,7 @@ def write_json_atomically(path, content):
 
 
 def write_run_config(model_dir, config):
+    """Writes run.json (its "flags" as typed values) and, where it has flags, flags.txt."""
     missing = [key for key in REQUIRED_KEYS if key not in config]
     if missing:
         raise ValueError(f"run config lacks {missing}")
@@ -52,6 +71,11 @@ def write_run_config(model_dir, config):
             f"run config has {len(config['class_names'])} class names for "
             f"{config['num_classes']} classes"
         )
+    if "flags" in config:
+        # Typed values even where a caller passes them as strings ("None", "(30.0, 60.0)").
+        config = dict(config, flags=hparams.typed_record(config["flags"]))
+        write_text_atomically(os.path.join(model_dir, FLAGS_FILE),
+                              hparams.flagfile_text(config["flags"]))  # fmt: skip
     write_json_atomically(os.path.join(model_dir, RUN_FILE), config)
 
 
@@ -68,6 +92,15 @@ def read_run_config(model_dir):
     if missing:
         raise ValueError(f"{path} lacks the keys {missing}")
     return config
+
+
+def read_train_config(model_dir):
+    """The run's TrainConfig, rebuilt from run.json's "flags" (typed, or strings as older
+    versions wrote them)."""
+    config = read_run_config(model_dir)
+    if "flags" not in config:
+        raise ValueError(f"{os.path.join(model_dir, RUN_FILE)} records no flags")
+    return hparams.config_from_record(config)
 
 
 def read_result(model_dir):

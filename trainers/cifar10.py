@@ -2,19 +2,20 @@
 
     python trainers/cifar10.py --model=resnet56 --model_dir=runs/resnet56
     python trainers/cifar10.py --dataset=cifar10_folder --data_dir=/path/cifar10-jpg ...
+    python trainers/cifar10.py --flagfile=runs/resnet56/flags.txt    # a run's own settings
 
 Defaults are the paper's recipe: batch 128, learning rate 0.1 divided by 10 at 32k and 48k
 iterations, 64k iterations, weight decay 1e-4, momentum 0.9, a 45k/5k train/validation split,
 4-pixel padding with random 32x32 crops and flips. ResNet-110 starts at 0.01 for 400
-iterations, as the paper does.
+iterations, as the paper does. Flags: below, and docs/training.md.
 """
 
-from absl import app
+from absl import app, flags
 
 import common
 
-
 common.define_flags(**common.CIFAR10_RECIPE)
+flags.adopt_module_key_flags(common)
 
 
 def main(argv):
@@ -22,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

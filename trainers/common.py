@@ -1,15 +1,26 @@
-"""The flags shared by every trainer, and the main() that turns them into a training run.
+"""The flags shared by every trainer, their checks, and the main() that turns them into a run.
 
-Each trainer (imagenet.py, cifar10.py) only sets its defaults; every flag maps one-to-one to a
-field of keras_resnet.training.TrainConfig, or chooses the strategy.
+Each trainer (imagenet.py, cifar10.py, compare.py) only sets its defaults; every flag maps
+one-to-one to a field of keras_resnet.training.TrainConfig, or chooses the strategy or an
+output. Until training starts this module needs only absl: `--help` answers at once, flag and
+path errors are one line (`error: --flag...`) before TensorFlow is imported, and TensorFlow's
+start-up lines are hidden unless --verbose (import_quietly).
+
+    python trainers/common.py                     prints the flag tables of docs/training.md
+    python trainers/common.py docs/training.md    rewrites them there
 """
 
+import contextlib
 import dataclasses
+import importlib
 import json
 import os
+import re
 import sys
+import tempfile
 
 from absl import flags
+from absl import logging as absl_logging
 
 # Importable from a source checkout without `pip install`.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -17,6 +28,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = flags.FLAGS
 
 MODEL_OPTION_FLAGS = ("shortcut", "stride_position", "bn_synchronized")
+# The flags that are no TrainConfig field: where to train and what else to write.
+RUN_FLAGS = ("strategy", "devices", "cpu_devices", "tpu", "result_file", "verbose")
+# keras_resnet.data.preprocessing.AUGMENTATIONS, plus "auto": the dataset's recipe (None).
+AUGMENTATIONS = ("auto", "paper", "inception", "cifar", "none")
 
 # The paper's two recipes as flag defaults, one place each; define_flags supplies the rest
 # (SGD momentum 0.9, weight decay 1e-4, base learning rate 0.1).
@@ -27,9 +42,9 @@ IMAGENET_RECIPE = dict(  # section 3.4
     lr_reference_batch=256,
     epochs=120,
     train_steps=None,
-    lr_decay_epochs=["30", "60"],
+    lr_decay_epochs=[30, 60],
     lr_decay_steps=None,
-    augmentation=None,  # the dataset's: the paper's scale augmentation for ImageNet
+    augmentation="auto",  # the dataset's: the paper's scale augmentation for ImageNet
     steps_per_execution=1,
 )
 CIFAR10_RECIPE = dict(  # section 4.2
@@ -38,13 +53,348 @@ CIFAR10_RECIPE = dict(  # section 4.2
     batch_size=128,
     lr_reference_batch=128,
     train_steps=64000,
-    lr_decay_steps=["32000", "48000"],
+    lr_decay_steps=[32000, 48000],
     augmentation="cifar",
     steps_per_execution=10,
 )
 
 
-def warm_start_for(model):
+def _number_text(value):
+    """"30" for 30.0, "0.1", "32000": the shortest text that reads back as the same number."""
+    text = repr(value)
+    return text[:-2] if isinstance(value, float) and text.endswith(".0") else text
+
+
+class _NumberListParser(flags.ArgumentParser):
+    """Comma-separated numbers ("30,60"); "none" for None where `optional`."""
+
+    def __init__(self, kind, example, optional=False):
+        super().__init__()
+        self._kind, self._example, self._optional = kind, example, optional
+        noun = "integers" if kind is int else "numbers"
+        self.syntactic_help = f"comma-separated {noun}" + (', or "none"' if optional else "")
+
+    def parse(self, argument):
+        if argument is None:
+            return None
+        if isinstance(argument, str):
+            text = argument.strip()
+            if self._optional and text.lower() == "none":
+                return None
+            items = [item.strip() for item in text.split(",")] if text else []
+        else:
+            items = list(argument)
+        try:
+            return [self._kind(item) for item in items]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"expected {self.syntactic_help}, e.g. {self._example}"
+            ) from None
+
+    def flag_type(self):
+        return self.syntactic_help
+
+
+class _NumberListSerializer(flags.ArgumentSerializer):
+    def serialize(self, value):
+        return ",".join(_number_text(item) for item in value)
+
+
+class _OptionalNumberParser(flags.ArgumentParser):
+    """An integer or float flag that also takes "none" (None: the setting's rule for
+    absent values, e.g. --train_steps=none trains for --epochs)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self._inner = inner
+        self.syntactic_help = f'{inner.syntactic_help}, or "none"'
+
+    def parse(self, argument):
+        if argument is None or (isinstance(argument, str) and argument.strip().lower() == "none"):
+            return None
+        try:
+            return self._inner.parse(argument)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected {self.syntactic_help}") from None
+
+    def flag_type(self):
+        return self.syntactic_help
+
+
+class _NumberParser(flags.ArgumentParser):
+    """absl's integer/float parser with an error that says what is accepted."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self._inner = inner
+        self.syntactic_help = inner.syntactic_help
+
+    def parse(self, argument):
+        try:
+            return self._inner.parse(argument)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected {self.syntactic_help}") from None
+
+    def flag_type(self):
+        return self._inner.flag_type()
+
+
+def _define_number(kind, name, default, help, flag_values, optional=False):
+    inner = flags.IntegerParser() if kind is int else flags.FloatParser()
+    parser = _OptionalNumberParser(inner) if optional else _NumberParser(inner)
+    flags.DEFINE(parser, name, default, help, flag_values, flags.ArgumentSerializer())
+
+
+def _define_number_list(kind, name, default, help, flag_values, example, optional=False):
+    flags.DEFINE(_NumberListParser(kind, example, optional), name, default, help, flag_values,
+                 _NumberListSerializer())  # fmt: skip
+
+
+def define_flags(flag_values=FLAGS, exclude=(), **defaults):
+    """Defines the trainer flags in `flag_values` with the recipe's defaults (keyword: flag
+    name -> default), leaving out the flags named in `exclude`."""
+
+    def default(name, fallback):
+        return defaults.get(name, fallback)
+
+    fv = flag_values
+    definitions = []
+
+    def define(function, name, *args, **kwargs):
+        definitions.append((name, lambda: function(name, *args, flag_values=fv, **kwargs)))
+
+    def number(kind, name, fallback, help, optional=False):
+        definitions.append(
+            (name, lambda: _define_number(kind, name, default(name, fallback), help, fv, optional))
+        )
+
+    def number_list(kind, name, fallback, help, example, optional=False):
+        definitions.append((name, lambda: _define_number_list(
+            kind, name, default(name, fallback), help, fv, example, optional)))  # fmt: skip
+
+    define(flags.DEFINE_string, "model", default("model", "resnet50"),
+           "Model name, e.g. resnet50, plain34, resnet56.")
+    define(flags.DEFINE_enum, "shortcut", default("shortcut", None), ["A", "B", "C"],
+           "Shortcut option (paper section 3.3); default: the paper's choice for the depth.")
+    define(flags.DEFINE_enum, "stride_position", default("stride_position", None), ["1x1", "3x3"],
+           "Bottleneck stride on the first 1x1 (the paper) or on the 3x3 ('v1.5').")
+    define(flags.DEFINE_bool, "bn_synchronized", False,
+           "BatchNorm statistics over all replicas' batches.")
+    define(flags.DEFINE_string, "dataset", default("dataset", "demo"),
+           "demo (built in, generated), imagenet_tfrecord, folder, cifar10, cifar10_folder, "
+           "synthetic, or tfds:NAME (any tensorflow-datasets image set).")
+    define(flags.DEFINE_string, "data_dir", None,
+           "Where the dataset lives (TFRecords, class folders, tfds data).")
+    number(int, "image_size", None, "Training crop size; none: the dataset's.", optional=True)
+    number(int, "batch_size", 256, "Global batch size across all replicas.")
+    number(float, "epochs", 90, "Epochs to train (ignored if --train_steps is set).")
+    number(int, "train_steps", None,
+           "Total iterations; overrides --epochs (none: train for --epochs).", optional=True)
+    number(float, "base_learning_rate", 0.1,
+           "Learning rate at a batch of --lr_reference_batch, scaled linearly with --batch_size.")
+    number(int, "lr_reference_batch", 256,
+           "The batch size at which --base_learning_rate applies as given.")
+    define(flags.DEFINE_enum, "lr_schedule", default("lr_schedule", "step"), ["step", "cosine"],
+           "Learning-rate schedule: step (divided by 10 at the decay points) or cosine.")
+    number_list(float, "lr_decay_epochs", [30, 60],
+                "Epochs at which the step schedule divides the rate by 10.", "30,60")
+    number_list(int, "lr_decay_steps", None,
+                "Iterations at which to divide the rate by 10; overrides --lr_decay_epochs "
+                "(none: use --lr_decay_epochs).", "32000,48000", optional=True)
+    number(float, "warmup_epochs", 0.0, "Linear warm-up epochs.")
+    number(float, "warm_start_learning_rate", None,
+           "A small rate held for --warm_start_steps (the paper's ResNet-110 uses 0.01; none: "
+           "no warm start, or ResNet-110's).", optional=True)
+    number(int, "warm_start_steps", 0, "Iterations of warm start.")
+    number(float, "momentum", 0.9, "SGD momentum.")
+    number(float, "weight_decay", 1e-4,
+           "Coupled L2 decay on conv and dense kernels (0.5 * wd * ||w||^2).")
+    number(float, "label_smoothing", 0.0, "Label smoothing (not in the paper).")
+    define(flags.DEFINE_enum, "augmentation", default("augmentation", "auto"), list(AUGMENTATIONS),
+           "Training augmentation. auto: the dataset's recipe (cifar for CIFAR-10, paper "
+           "otherwise); paper: the paper's scale augmentation; inception: random-resized crops; "
+           "cifar: 4-pixel padding, random 32x32 crop, flip.")
+    define(flags.DEFINE_bool, "lighting", False, "Krizhevsky PCA lighting noise (alphastd 0.1).")
+    define(flags.DEFINE_enum, "mixed_precision", "float32",
+           ["float32", "mixed_float16", "mixed_bfloat16"],
+           "Compute precision; logits and loss stay float32.")
+    define(flags.DEFINE_enum, "jit_compile", "auto", ["auto", "on", "off"],
+           "XLA: auto is on for GPU/TPU and off on CPU (where it is slower).")
+    number(int, "steps_per_execution", 1, "Training steps per tf.function call.")
+    number(int, "eval_every_epochs", 1, "Evaluate every N epochs (0: only at the end).")
+    define(flags.DEFINE_bool, "evaluate", True,
+           "Evaluate on the evaluation split (--noevaluate: never, e.g. to measure training "
+           "throughput on --dataset=synthetic).")
+    define(flags.DEFINE_enum, "final_eval_mode", "center", ["center", "ten_crop"],
+           "Extra evaluation at the end: ten_crop is the paper's 10-crop testing.")
+    define(flags.DEFINE_enum, "final_split", "validation", ["validation", "test"],
+           "validation: train on the training split and evaluate on the held-out validation "
+           "split (to choose a schedule); test: train on every training image (train + "
+           "validation) and evaluate on the test split, as the paper's final CIFAR-10 numbers "
+           "do. test needs a dataset with both (cifar10, cifar10_folder).")
+    number(int, "log_every_steps", 100, "Progress line every N steps.")
+    number_list(int, "profile_steps", None,
+                "first,last: a TensorFlow profiler trace of these training steps, in "
+                "MODEL_DIR/train (TensorBoard's Profile tab); none: no trace.", "5,8",
+                optional=True)
+    number(int, "keep_checkpoints", 3, "Checkpoints to keep.")
+    number(int, "checkpoint_every_steps", None,
+           "Save every N steps too (none: at the end of every epoch).", optional=True)
+    number(int, "seed", None, "Random seed (weights, data order); none: a random one.",
+           optional=True)
+    define(flags.DEFINE_bool, "deterministic", False, "Deterministic input pipeline (slower).")
+    define(flags.DEFINE_string, "model_dir", default("model_dir", None),
+           "Run folder: checkpoints, TensorBoard logs, run.json, flags.txt. Resumed if it exists.")
+    define(flags.DEFINE_enum, "strategy", "default",
+           ["default", "one_device", "mirrored", "multi_worker", "tpu"], "tf.distribute strategy.")
+    define(flags.DEFINE_list, "devices", None,
+           "Devices for mirrored/one_device, e.g. /gpu:0,/gpu:1.")
+    number(int, "cpu_devices", 0, "Split the CPU into N logical devices (testing aid).")
+    define(flags.DEFINE_string, "tpu", None, "TPU name or address for --strategy=tpu.")
+    define(flags.DEFINE_string, "result_file", None, "Also write the final result as JSON here.")
+    define(flags.DEFINE_bool, "verbose", False,
+           "Show TensorFlow's start-up and C++ log lines and libraries' INFO lines (hidden by "
+           "default; a TF_CPP_MIN_LOG_LEVEL of your own is kept either way).")
+    for name, define_one in definitions:
+        if name not in exclude:
+            define_one()
+
+
+def define_compare_flags(flag_values=FLAGS):
+    """compare.py's own flags."""
+    flags.DEFINE_list("models", None, "Models to compare, e.g. plain20,plain56,resnet20,resnet56 "
+                      "(required).", flag_values=flag_values)  # fmt: skip
+    flags.DEFINE_string("experiment_dir", None, "One run folder per model is made in here "
+                        "(required).", flag_values=flag_values)  # fmt: skip
+    flags.DEFINE_bool("responses", True, "Also write the layer-response analysis (Figure 7).",
+                      flag_values=flag_values)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Checks before TensorFlow starts: one line each, naming the flag and what it accepts.
+
+
+def fail(message):
+    """Exits with status 1 and one line on stderr: `error: <message>`."""
+    sys.exit(f"error: {message}")
+
+
+def _flag_error_line(error):
+    """absl's parsing error as one line that names the flag."""
+    message = " ".join(str(error).split())
+    match = re.match(r"flag --(\w+)=(.*?): (.*)$", message)
+    if match:
+        name, value, reason = match.groups()
+        return f"--{name}={value}: {reason}"
+    match = re.match(r"Unknown command line flag '(\w+)'(.*)$", message)
+    if match:
+        return f"unknown flag --{match.group(1)}{match.group(2)} (--help lists the flags)"
+    match = re.search(r"Unable to open flagfile: (.*)$", message)
+    if match:
+        return f"--flagfile: cannot read it ({match.group(1)}); give a file of --name=value lines"
+    return message
+
+
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
+def parse_flags(argv):
+    """The trainers' flags_parser for app.run: absl's parsing, with errors and stray arguments
+    reported in one line (`error: --flag=value: what is accepted`) instead of absl's two."""
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as error:
+        fail(_flag_error_line(error))
+    except SystemExit as exit:  # absl's --help exits with status 1; asking for help is no error
+        if exit.code == 1 and any(arg.split("=")[0] in HELP_FLAGS for arg in argv[1:]):
+            sys.exit(0)
+        raise
+    if len(rest) > 1:
+        fail(f"unexpected argument {rest[1]!r}: flags take the form --name=value "
+             "(--help lists them)")  # fmt: skip
+    return rest
+
+
+def check_folder(name, path, required=True):
+    """--<name> must be a folder that exists or can be made (local paths; URLs pass)."""
+    if not path:
+        if required:
+            fail(f"--{name}: is required (a folder, new or existing)")
+        return
+    if "://" in path:
+        return
+    full = os.path.abspath(path)
+    if os.path.exists(full) and not os.path.isdir(full):
+        fail(f"--{name}={path}: is a file, not a folder; give a folder (new or existing)")
+    parent = full
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        fail(f"--{name}={path}: {parent} is a file, so the folder cannot be made there")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"--{name}={path}: {parent} is not writable")
+
+
+def check_output_file(name, path):
+    """--<name>, a file to write: not a folder, in a folder that exists or can be made."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        fail(f"--{name}={path}: is a folder; give the path of a file to write")
+    check_folder(name, os.path.dirname(os.path.abspath(path)))
+
+
+# ---------------------------------------------------------------------------------------
+# Quiet start-up
+
+
+@contextlib.contextmanager
+def _stderr_to_temporary_file():
+    """Sends file descriptor 2 (C++ and Python stderr) to a temporary file for the block; its
+    text is shown only if the block raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_quietly(*modules, verbose=None):
+    """Imports `modules` (TensorFlow with them), quietly unless --verbose.
+
+    Quiet: absl and Python library INFO lines are hidden (absl verbosity WARNING, unless
+    --verbosity is given), TensorFlow's C++ log shows only fatal errors (TF_CPP_MIN_LOG_LEVEL=3,
+    unless the environment sets it), and the lines TensorFlow prints while it is imported,
+    which ignore that level, are dropped (shown if the import fails). Must run before anything
+    imports TensorFlow.
+    """
+    if verbose is None:
+        verbose = FLAGS.verbose
+    if not verbose and not FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    quiet = not verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    if quiet:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    with _stderr_to_temporary_file() if quiet else contextlib.nullcontext():
+        return [importlib.import_module(module) for module in modules]
+
+
+# ---------------------------------------------------------------------------------------
+# Flags -> TrainConfig -> training
+
+
+def warm_start_for(model, flag_values=FLAGS):
     """The paper's ResNet-110 warm start (0.01 for 400 iterations, then the schedule), as
     flag values for those of the two flags the user did not give; {} for other models (and
     for unknown names, which validation reports)."""
@@ -56,122 +406,144 @@ def warm_start_for(model):
     except ValueError:
         return {}
     defaults = dict(warm_start_learning_rate=0.01, warm_start_steps=400)
-    return {name: value for name, value in defaults.items() if not FLAGS[name].present}
+    return {name: value for name, value in defaults.items() if not flag_values[name].present}
 
 
-def define_flags(**defaults):
-    """Defines the trainer flags with the recipe's defaults (keyword: flag name -> default)."""
-
-    def default(name, fallback):
-        return defaults.get(name, fallback)
-
-    flags.DEFINE_string("model", default("model", "resnet50"), "Model name, e.g. resnet50, plain34, resnet56.")
-    flags.DEFINE_enum("shortcut", default("shortcut", None), ["A", "B", "C"],
-                      "Shortcut option (paper section 3.3); default: the paper's choice for the depth.")
-    flags.DEFINE_enum("stride_position", default("stride_position", None), ["1x1", "3x3"],
-                      "Bottleneck stride on the first 1x1 (the paper) or on the 3x3 ('v1.5').")
-    flags.DEFINE_bool("bn_synchronized", False, "BatchNorm statistics over all replicas' batches.")
-    flags.DEFINE_string("dataset", default("dataset", "demo"),
-                        "demo (built in, generated), imagenet_tfrecord, folder, cifar10, "
-                        "cifar10_folder, synthetic, or tfds:<name>.")
-    flags.DEFINE_string("data_dir", None, "Where the dataset lives (TFRecords, class folders, tfds data).")
-    flags.DEFINE_integer("image_size", default("image_size", None), "Training crop size; default: the dataset's.")
-    flags.DEFINE_integer("batch_size", default("batch_size", 256), "Global batch size across all replicas.")
-    flags.DEFINE_float("epochs", default("epochs", 90), "Epochs to train (ignored if --train_steps is set).")
-    flags.DEFINE_integer("train_steps", default("train_steps", None), "Total iterations; overrides --epochs.")
-    flags.DEFINE_float("base_learning_rate", default("base_learning_rate", 0.1),
-                       "Learning rate at a batch of --lr_reference_batch, scaled linearly with --batch_size.")
-    flags.DEFINE_integer("lr_reference_batch", default("lr_reference_batch", 256),
-                         "The batch size at which --base_learning_rate applies as given.")
-    flags.DEFINE_enum("lr_schedule", default("lr_schedule", "step"), ["step", "cosine"], "Schedule.")
-    flags.DEFINE_list("lr_decay_epochs", default("lr_decay_epochs", ["30", "60"]),
-                      "Epochs at which the step schedule divides the rate by 10.")
-    flags.DEFINE_list("lr_decay_steps", default("lr_decay_steps", None),
-                      "Iterations at which to divide the rate by 10; overrides --lr_decay_epochs.")
-    flags.DEFINE_float("warmup_epochs", default("warmup_epochs", 0.0), "Linear warm-up epochs.")
-    flags.DEFINE_float("warm_start_learning_rate", default("warm_start_learning_rate", None),
-                       "A small rate held for --warm_start_steps (the paper's ResNet-110 uses 0.01).")
-    flags.DEFINE_integer("warm_start_steps", default("warm_start_steps", 0), "Iterations of warm start.")
-    flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-    flags.DEFINE_float("weight_decay", default("weight_decay", 1e-4),
-                       "Coupled L2 decay on conv and dense kernels (0.5 * wd * ||w||^2).")
-    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing (not in the paper).")
-    flags.DEFINE_string("augmentation", default("augmentation", None),
-                        "paper (scale augmentation), inception, cifar, or none; default: the "
-                        "dataset's recipe (cifar for CIFAR-10, paper otherwise).")
-    flags.DEFINE_bool("lighting", False, "Krizhevsky PCA lighting noise (alphastd 0.1).")
-    flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
-                      "Compute precision; logits and loss stay float32.")
-    flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"],
-                      "XLA: auto is on for GPU/TPU and off on CPU (where it is slower).")
-    flags.DEFINE_integer("steps_per_execution", default("steps_per_execution", 1),
-                         "Training steps per tf.function call.")
-    flags.DEFINE_integer("eval_every_epochs", 1, "Evaluate every N epochs (0: only at the end).")
-    flags.DEFINE_bool("evaluate", True,
-                      "Evaluate on the validation split (--noevaluate: never, e.g. to measure "
-                      "training throughput on --dataset=synthetic).")
-    flags.DEFINE_enum("final_eval_mode", "center", ["center", "ten_crop"],
-                      "Extra evaluation at the end: ten_crop is the paper's 10-crop testing.")
-    flags.DEFINE_enum("final_split", "validation", ["validation", "test"],
-                      "validation: train on the training split and evaluate on the held-out "
-                      "validation split (to choose a schedule); test: train on every training "
-                      "image (train + validation) and evaluate on the test split, as the paper's "
-                      "final CIFAR-10 numbers do. test needs a dataset with both (cifar10, "
-                      "cifar10_folder).")
-    flags.DEFINE_integer("log_every_steps", default("log_every_steps", 100), "Progress line every N steps.")
-    flags.DEFINE_list("profile_steps", None,
-                      "first,last: a TensorFlow profiler trace of these training steps, in "
-                      "<model_dir>/train (TensorBoard's Profile tab).")
-    flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
-    flags.DEFINE_integer("checkpoint_every_steps", None, "Save every N steps too (default: every epoch).")
-    flags.DEFINE_integer("seed", None, "Random seed (weights, data order).")
-    flags.DEFINE_bool("deterministic", False, "Deterministic input pipeline (slower).")
-    flags.DEFINE_string("model_dir", default("model_dir", None),
-                        "Run folder: checkpoints, TensorBoard logs, run.json. Resumed if it exists.")
-    flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker", "tpu"],
-                      "tf.distribute strategy.")
-    flags.DEFINE_list("devices", None, "Devices for mirrored/one_device, e.g. /gpu:0,/gpu:1.")
-    flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into N logical devices (testing aid).")
-    flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
-    flags.DEFINE_string("result_file", None, "Also write the final result as JSON here.")
-
-
-def config_from_flags(training):
-    """A TrainConfig from the parsed flags (flag names equal field names)."""
+def config_from_flags(training, flag_values=FLAGS, **overrides):
+    """A TrainConfig from the parsed flags (flag names equal field names); `overrides` (e.g.
+    model, model_dir in compare.py) win."""
+    fv = flag_values
     fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
-    values = {name: FLAGS[name].value for name in fields if name in FLAGS and name != "model_options"}
+    values = {name: fv[name].value for name in fields if name in fv and name != "model_options"}
+    values.update(overrides)
     values["lr_decay_epochs"] = tuple(float(e) for e in values["lr_decay_epochs"] or ())
-    if values["profile_steps"] is not None:
-        values["profile_steps"] = tuple(int(s) for s in values["profile_steps"])
-    values.update(warm_start_for(values["model"]))
-    if values["lr_decay_steps"] is not None:
-        values["lr_decay_steps"] = tuple(int(s) for s in values["lr_decay_steps"])
-    options = {name: FLAGS[name].value for name in MODEL_OPTION_FLAGS}
+    for name in ("lr_decay_steps", "profile_steps"):
+        if values.get(name) is not None:
+            values[name] = tuple(int(s) for s in values[name])
+    if values.get("augmentation") == "auto":
+        values["augmentation"] = None
+    values.update(warm_start_for(values["model"], fv))
+    options = {name: fv[name].value for name in MODEL_OPTION_FLAGS}
     values["model_options"] = {k: v for k, v in options.items() if v not in (None, False)}
     return training.TrainConfig(**values)
 
 
-def run(argv, log_prefix=""):
-    """The body of every trainer's main(): parse, validate, train, report."""
-    del argv
-    if FLAGS.model_dir is None:
-        sys.exit("--model_dir: is required")
-    # The strategy first: splitting the CPU must happen before TensorFlow touches a device.
-    from keras_resnet import training
+def make_strategy(training):
+    return training.make_strategy(
+        FLAGS.strategy, devices=FLAGS.devices, cpu_devices=FLAGS.cpu_devices, tpu=FLAGS.tpu
+    )
 
+
+def run(argv, banner=None, log_prefix=""):
+    """The body of every trainer's main(): check, train, report. `banner` (a line) is printed
+    once the flags are known to be good."""
+    del argv
+    check_folder("model_dir", FLAGS.model_dir)
+    check_output_file("result_file", FLAGS.result_file)
+    training, hparams = import_quietly("keras_resnet.training", "keras_resnet.hparams")
     try:
         config = config_from_flags(training)
         training.validate(config)
-        strategy = training.make_strategy(
-            FLAGS.strategy, devices=FLAGS.devices, cpu_devices=FLAGS.cpu_devices, tpu=FLAGS.tpu
+    except ValueError as error:
+        fail(error)
+    if banner:
+        print(banner, flush=True)
+    try:
+        # The strategy first: splitting the CPU must happen before TensorFlow touches a device.
+        strategy = make_strategy(training)
+        if strategy.extended.should_save_summary:
+            # Until training.train writes them itself (after its own checks), here.
+            hparams.write_run_hparams(config)
+        result = training.train(
+            config, strategy, log=lambda line: print(log_prefix + line, flush=True)
         )
-        result = training.train(config, strategy, log=lambda line: print(log_prefix + line, flush=True))
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    except (ValueError, FileNotFoundError, OSError) as error:
+        fail(error)
     except training.TrainingDiverged as error:
         sys.exit(f"training stopped: {error}")
     if FLAGS.result_file:
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.result_file)), exist_ok=True)
         with open(FLAGS.result_file, "w") as f:
             json.dump(result, f, indent=2)
     if result["stopped_by_signal"]:
         sys.exit(128 + result["stopped_by_signal"])
+
+
+# ---------------------------------------------------------------------------------------
+# The flag tables of docs/training.md, from the definitions above
+
+TABLE_BEGIN = "<!-- generated by `python trainers/common.py docs/training.md`: edit the flags -->"
+TABLE_END = "<!-- end of generated flags -->"
+
+
+def _default_text(flag):
+    value = flag.default
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, list):
+        return f"`{','.join(_number_text(v) for v in value)}`"
+    if isinstance(value, float):
+        return f"`{_number_text(value)}`"
+    return f"`{value}`"
+
+
+def _meaning(flag):
+    text = flag.help
+    if isinstance(flag.parser, flags.EnumParser):
+        text = text.split(">: ", 1)[-1]  # absl's "<a|b>: " before the help
+        text = "One of " + ", ".join(f"`{v}`" for v in flag.parser.enum_values) + ". " + text
+    elif flag.parser.syntactic_help and isinstance(flag.parser, (_NumberListParser,
+                                                                 _OptionalNumberParser)):
+        text += f" ({flag.parser.syntactic_help})"
+    return text.replace("|", "\\|")
+
+
+def _flag_name(flag):
+    return f"`--[no]{flag.name}`" if flag.boolean else f"`--{flag.name}`"
+
+
+def flags_markdown():
+    """The markdown of docs/training.md's flag tables: the trainers' flags with each
+    trainer's default, then compare.py's own."""
+    imagenet, cifar10, compare = flags.FlagValues(), flags.FlagValues(), flags.FlagValues()
+    define_flags(imagenet, **IMAGENET_RECIPE)
+    define_flags(cifar10, **CIFAR10_RECIPE)
+    define_compare_flags(compare)
+    lines = [
+        "| flag | `imagenet.py` default | `cifar10.py` default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in sorted(imagenet):
+        first, second = imagenet[name], cifar10[name]
+        default, other = _default_text(first), _default_text(second)
+        lines.append(f"| {_flag_name(first)} | {default} | {'same' if other == default else other} "
+                     f"| {_meaning(first)} |")  # fmt: skip
+    lines += ["", "`trainers/compare.py` takes every flag above except `--model`, `--model_dir` "
+              "and `--result_file`, and these:", "",
+              "| flag | default | meaning |", "| --- | --- | --- |"]  # fmt: skip
+    for name in sorted(compare):
+        flag = compare[name]
+        lines.append(f"| {_flag_name(flag)} | {_default_text(flag)} | {_meaning(flag)} |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_generated(text, table):
+    """`text` (a markdown file) with the part between TABLE_BEGIN and TABLE_END replaced."""
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise ValueError(f"no generated flags section ({TABLE_BEGIN} ... {TABLE_END})")
+    before, rest = text.split(TABLE_BEGIN, 1)
+    _, after = rest.split(TABLE_END, 1)
+    return f"{before}{TABLE_BEGIN}\n{table}{TABLE_END}{after}"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 1:
+        sys.stdout.write(flags_markdown())
+    else:
+        for path in sys.argv[1:]:
+            with open(path) as f:
+                text = f.read()
+            with open(path, "w") as f:
+                f.write(replace_generated(text, flags_markdown()))

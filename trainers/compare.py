@@ -3,12 +3,14 @@
     python trainers/compare.py --models=plain20,plain56,resnet20,resnet56 \\
         --experiment_dir=runs/cifar-compare --dataset=cifar10_folder --data_dir=DIR
 
-Every model gets the same flags (any trainer flag works here), the same seed and the same
-data order, in EXPERIMENT_DIR/<model>/. Finished models are skipped and interrupted ones
-resumed, so running the same command again continues where it stopped. At the end it writes
-the paper-style plot, the Table 2-style table and the layer-response analysis (see
-`python -m keras_resnet.plot`). The recipe defaults are CIFAR-10's for CIFAR models and
-ImageNet's otherwise.
+Every model gets the same flags (any trainer flag but --model, --model_dir and --result_file
+works here), the same seed and the same data order, in EXPERIMENT_DIR/<model>/. Finished
+models are skipped and interrupted ones resumed, so running the same command again continues
+where it stopped. At the end it writes the paper-style plot, the Table 2-style table and the
+layer-response analysis (see `python -m keras_resnet.plot`). The recipe defaults are
+CIFAR-10's for CIFAR models and ImageNet's otherwise. EXPERIMENT_DIR holds the TensorBoard
+HParams experiment, with one row per model and its final evaluation error
+(`tensorboard --logdir=EXPERIMENT_DIR`).
 """
 
 import os
@@ -21,46 +23,67 @@ FLAGS = flags.FLAGS
 
 # CIFAR-10's recipe by default; ImageNet-family models take the ImageNet recipe's value of
 # every flag the user does not give (see main).
-common.define_flags(**common.CIFAR10_RECIPE, model_dir="unused")
-flags.DEFINE_list("models", None, "Models to compare, e.g. plain20,plain56,resnet20,resnet56.")
-flags.DEFINE_string("experiment_dir", None, "One run folder per model is made in here.")
-flags.DEFINE_bool("responses", True, "Also write the layer-response analysis (Figure 7).")
-flags.mark_flags_as_required(["models", "experiment_dir"])
+common.define_flags(**common.CIFAR10_RECIPE, exclude=("model", "model_dir", "result_file"))
+common.define_compare_flags()
+flags.adopt_module_key_flags(common)
 
 
 def main(argv):
-    from keras_resnet import models, plot, training
-
+    del argv
+    if not FLAGS.models:
+        common.fail("--models: is required, e.g. --models=plain20,resnet20")
+    common.check_folder("experiment_dir", FLAGS.experiment_dir)
+    hparams, models, plot, training = common.import_quietly(
+        "keras_resnet.hparams", "keras_resnet.models", "keras_resnet.plot", "keras_resnet.training"
+    )
     try:
         names = [models.canonical_name(name) for name in FLAGS.models]
     except ValueError as error:
-        raise app.UsageError(f"--models: {error}")
+        common.fail(f"--models: {error}")
     families = {models.family(name) for name in names}
     if len(families) > 1:
-        raise app.UsageError("--models: mix no CIFAR and ImageNet nets in one comparison")
+        common.fail("--models: mix no CIFAR and ImageNet nets in one comparison")
     if families == {"imagenet"}:
         for name, value in common.IMAGENET_RECIPE.items():
-            if name != "model" and not FLAGS[name].present:
-                FLAGS[name].value = value
-    if not FLAGS["seed"].present:
-        FLAGS.seed = 0  # the same initial randomness and data order for every model
-    if not FLAGS["deterministic"].present:
-        FLAGS.deterministic = True
-    strategy = training.make_strategy(
-        FLAGS.strategy, devices=FLAGS.devices, cpu_devices=FLAGS.cpu_devices, tpu=FLAGS.tpu
-    )
-    for name in names:
-        FLAGS.model = name
-        FLAGS.model_dir = os.path.join(FLAGS.experiment_dir, name)
-        config = common.config_from_flags(training)
+            if name != "model":
+                FLAGS.set_default(name, value)  # a flag given on the command line wins
+    FLAGS.set_default("seed", 0)  # the same initial randomness and data order for every model
+    FLAGS.set_default("deterministic", True)
+    configs = {
+        name: common.config_from_flags(
+            training, model=name, model_dir=os.path.join(FLAGS.experiment_dir, name)
+        )
+        for name in names
+    }
+    for config in configs.values():
         try:
-            result = training.train(config, strategy, log=lambda line: print(f"[{name}] {line}", flush=True))
-        except (ValueError, FileNotFoundError, training.TrainingDiverged) as error:
-            raise SystemExit(f"error: {name}: {error}")
+            training.validate(config)
+        except ValueError as error:
+            common.fail(error)
+    try:
+        strategy = common.make_strategy(training)
+    except ValueError as error:
+        common.fail(error)
+    if strategy.extended.should_save_summary:
+        # One experiment above the runs: the HParams tab lists every model as a row.
+        hparams.write_experiment(FLAGS.experiment_dir,
+                                 training.FINAL_SPLITS[FLAGS.final_split][1])  # fmt: skip
+    for name, config in configs.items():
+        try:
+            if strategy.extended.should_save_summary:
+                # Until training.train writes them itself (after its own checks), here.
+                hparams.write_run_hparams(config)
+            result = training.train(
+                config, strategy, log=lambda line: print(f"[{name}] {line}", flush=True)
+            )
+        except (ValueError, FileNotFoundError, OSError) as error:
+            common.fail(f"{name}: {error}")
+        except training.TrainingDiverged as error:
+            raise SystemExit(f"training stopped: {name}: {error}")
         if result.get("stopped_by_signal"):
             raise SystemExit(128 + result["stopped_by_signal"])
     plot.report(FLAGS.experiment_dir, responses=FLAGS.responses)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

@@ -2,11 +2,12 @@
 
     python trainers/imagenet.py --strategy=mirrored --dataset=imagenet_tfrecord \\
         --data_dir=/data/imagenet --model=resnet50 --model_dir=runs/resnet50
+    python trainers/imagenet.py --flagfile=runs/resnet50/flags.txt    # a run's own settings
 
 Defaults follow the paper (section 3.4): SGD, momentum 0.9, weight decay 1e-4, batch 256,
 learning rate 0.1 divided by 10 at epochs 30 and 60, about 60e4 iterations (120 epochs), scale
 augmentation. With no --dataset it trains a ResNet-20 on the built-in demo dataset instead,
-in a few minutes on a laptop CPU (DEMO_SETTINGS).
+in a few minutes on a laptop CPU (DEMO_SETTINGS). Flags: below, and docs/training.md.
 """
 
 from absl import app, flags
@@ -16,6 +17,7 @@ import common
 FLAGS = flags.FLAGS
 
 common.define_flags(**common.IMAGENET_RECIPE)
+flags.adopt_module_key_flags(common)
 
 # The demo: generated images, trained well above chance in minutes on a CPU. It uses the
 # CIFAR-size ResNet-20 at 32x32: ResNet-18 at demo sizes (32-64 px) ends in 1x1-2x2 feature
@@ -28,7 +30,7 @@ DEMO_SETTINGS = dict(
     batch_size=64,
     epochs=8,
     warmup_epochs=1,
-    lr_decay_epochs=["5", "7"],
+    lr_decay_epochs=[5, 7],
     base_learning_rate=0.4,
     steps_per_execution=10,
     log_every_steps=31,
@@ -37,19 +39,18 @@ DEMO_SETTINGS = dict(
 
 
 def main(argv):
+    banner = None
     if not FLAGS["dataset"].present:
         for name, value in DEMO_SETTINGS.items():
-            if not FLAGS[name].present:
-                FLAGS[name].value = value
+            FLAGS.set_default(name, value)  # a flag given on the command line wins
         length = f"{FLAGS.train_steps} steps" if FLAGS.train_steps else f"{FLAGS.epochs:g} epochs"
-        print(
+        banner = (
             "No --dataset given: training on the built-in demo dataset (generated shapes, "
             f"{FLAGS.image_size}x{FLAGS.image_size}) with {FLAGS.model}, {length}, "
-            f"into {FLAGS.model_dir}. Pass --dataset and --data_dir to train on ImageNet.",
-            flush=True,
+            f"into {FLAGS.model_dir}. Pass --dataset and --data_dir to train on ImageNet."
         )
-    common.run(argv)
+    common.run(argv, banner=banner)  # printed once the flags are checked
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

@@ -29,6 +29,10 @@ setup(
         "test": ["pytest>=7"],
         # Optional ONNX copy of an export, checked with onnxruntime.
         "onnx": ["tf2onnx>=1.16", "onnxruntime>=1.17"],
+        # The models on other Keras 3 backends (KERAS_BACKEND=jax / torch; tests/test_backends.py).
+        # JAX pinned to the CPU release CI tests with keras 3.15; torch tested with 2.13.0+cpu.
+        "jax": ["jax[cpu]==0.10.2"],
+        "torch": ["torch>=2.1"],
     },
     license="Apache-2.0",
 )

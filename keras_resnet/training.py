@@ -19,6 +19,8 @@ import math
 import os
 import shutil
 import signal
+import sys
+import threading
 import time
 from typing import Optional
 
@@ -27,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet import data as data_lib
-from keras_resnet import runs
+from keras_resnet import hparams, plan, runs
 from keras_resnet.models import canonical_name
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
@@ -35,6 +37,7 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SCHEDULES = ("step", "cosine")
 JIT_MODES = ("auto", "on", "off")
 EVAL_MODES = ("center", "ten_crop")
+MAX_IMAGE_SIZE = 2048
 # What a run trains on and evaluates, by --final_split: "validation" holds a split out of the
 # training data to choose a schedule; "test" trains on every training image and reports the
 # test set, as the paper's final CIFAR-10 numbers (Table 6) do.
@@ -124,8 +127,9 @@ def validate(config):
         fail("log_every_steps", f"must be positive, got {config.log_every_steps}")
     if config.steps_per_execution < 1:
         fail("steps_per_execution", f"must be positive, got {config.steps_per_execution}")
-    if config.image_size is not None and config.image_size < 8:
-        fail("image_size", f"must be at least 8, got {config.image_size}")
+    if config.image_size is not None and not 8 <= config.image_size <= MAX_IMAGE_SIZE:
+        fail("image_size", f"must be between 8 and {MAX_IMAGE_SIZE} pixels (the paper trains at "
+             f"224 and tests up to 640), got {config.image_size}")
     if config.profile_steps is not None and (
         len(config.profile_steps) != 2 or not 0 < config.profile_steps[0] <= config.profile_steps[1]
     ):
@@ -385,25 +389,45 @@ def weights_sha256(model):
     return digest.hexdigest()
 
 
-def _correct(logits_or_probabilities, labels):
+def _correct(logits_or_probabilities, labels, weights):
+    """Top-1 and top-5 hits, each example counted with its weight (0 for padding)."""
     labels = tf.cast(labels, tf.int32)
     k = min(5, logits_or_probabilities.shape[-1])
-    top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits_or_probabilities, 1), tf.float32))
-    top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits_or_probabilities, k), tf.float32))
-    return top1, top5
+
+    def hits(top):
+        return tf.reduce_sum(
+            tf.cast(tf.math.in_top_k(labels, logits_or_probabilities, top), tf.float32) * weights)
+
+    return hits(1), hits(k)
 
 
 class _SignalFlag:
-    """Remembers SIGTERM/SIGINT so the loop can save at the next step boundary.
+    """Remembers SIGTERM/SIGINT so the loop can save at the next step boundary, and makes
+    sure the signal ends the process even if that boundary never comes.
+
+    Python runs a signal handler only between bytecodes, so while the main thread waits inside
+    a TensorFlow call (a step that waits for an input pipeline that yields nothing, say) the
+    handler cannot run. A watchdog thread learns of the signal at once through the wakeup fd;
+    if the loop has not begun to save within `grace` seconds (3x the longest step call so far,
+    at least 30 s), it exits with 128 + the signal number, leaving the last checkpoint as it
+    was. A second signal exits at once.
 
     Multi-worker runs pass no signals: saving is collective, so one worker saving on its own
     would wait forever for the others. There PreemptionCheckpointHandler owns SIGTERM and
     saves on every worker at the same step."""
 
-    def __init__(self, signums=(signal.SIGTERM, signal.SIGINT)):
+    MIN_GRACE_SECONDS = 30.0
+
+    def __init__(self, signums=(signal.SIGTERM, signal.SIGINT), log=print):
         self.received = None
+        self.grace = self.MIN_GRACE_SECONDS
         self._signums = signums
         self._previous = {}
+        self._log = log
+        self._saving = threading.Event()
+        self._pipe = None
+        self._previous_wakeup_fd = None
+        self._handled = 0
 
     def __enter__(self):
         for signum in self._signums:
@@ -411,14 +435,58 @@ class _SignalFlag:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread: leave signals alone
                 pass
+        if self._previous:
+            read_end, write_end = os.pipe()
+            os.set_blocking(write_end, False)
+            self._pipe = (read_end, write_end)
+            self._previous_wakeup_fd = signal.set_wakeup_fd(write_end)
+            threading.Thread(target=self._watch, args=(read_end,), daemon=True).start()
         return self
 
+    def took(self, seconds):
+        """The loop reports each step call's duration: the grace period follows it."""
+        self.grace = max(self.grace, 3 * seconds)
+
+    def saving(self):
+        """The loop has reached the save: the watchdog stands down."""
+        self._saving.set()
+
     def _handle(self, signum, frame):
+        self._handled += 1
+        if self._handled > 1 and not self._saving.is_set():
+            self._exit(signum, "second signal")
         self.received = signum
 
+    def _watch(self, read_end):
+        while True:
+            try:
+                data = os.read(read_end, 1)
+            except OSError:
+                return
+            if not data:
+                return
+            if data[0] not in self._signums:
+                continue
+            self.received = self.received or data[0]
+            if not self._saving.wait(self.grace):
+                self._exit(data[0], f"the step in progress did not end within {self.grace:.0f} s")
+
+    def _exit(self, signum, why):
+        self._log(
+            f"{signal.Signals(signum).name}: {why}; exiting without saving (the last "
+            "checkpoint is kept). Run again with the same --model_dir to resume."
+        )
+        sys.stdout.flush()
+        os._exit(128 + signum)
+
     def __exit__(self, *exc):
+        self._saving.set()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if self._pipe:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+            for fd in self._pipe:
+                os.close(fd)
 
 
 def _uses_accelerator(strategy):
@@ -431,24 +499,16 @@ def _uses_accelerator(strategy):
     return any("GPU" in device.upper() for device in devices)
 
 
-def _hparams(config):
-    flat = {}
-    for key, value in dataclasses.asdict(config).items():
-        if key == "model_options":
-            for option, option_value in value.items():
-                flat[f"model_options.{option}"] = str(option_value)
-        elif isinstance(value, (bool, int, float, str)):
-            flat[key] = value
-        else:
-            flat[key] = str(value)
-    return flat
-
-
-def _check_same_run(existing, config):
+def _check_same_run(existing, config, log):
+    """Refuses to resume a run with other settings; a run that never saved a checkpoint (a
+    start that failed) is replaced instead."""
     # Runs from before --final_split trained on train and evaluated on validation.
     defaults = dict(train_split="train", eval_split="validation")
     for key in ("model", "model_options", "dataset", "num_classes", "image_size", *defaults):
         if existing.get(key, defaults.get(key)) != config.get(key):
+            if not tf.train.latest_checkpoint(runs.checkpoint_dir(config["model_dir"])):
+                log(f"{config['model_dir']} holds a run that never saved a checkpoint: replacing it")
+                return
             raise ValueError(
                 f"--model_dir: {config['model_dir']} holds a run with {key}="
                 f"{existing.get(key)!r}, not {config.get(key)!r}; use a new --model_dir or "
@@ -456,22 +516,334 @@ def _check_same_run(existing, config):
             )
 
 
-def train(config, strategy=None, log=print):
-    """Trains `config.model` under `strategy`; resumes from `config.model_dir` if it has a run.
+def _finite_or_none(value):
+    """JSON has no NaN: result.json records an unknown number as null."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
-    Returns a dict with the final step, train loss and errors, validation errors (where the
-    dataset has a validation split and config.evaluate is set), `images_per_second` (training
-    alone: see _Throughput), and `stopped_by_signal` (the signal number when SIGTERM/SIGINT
-    ended the run early, else None). Raises TrainingDiverged on
-    a non-finite loss, leaving the last good checkpoint in place.
-    """
-    validate(config)
-    strategy = strategy or tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(
-            f"--batch_size: {config.batch_size} is not divisible by the {replicas} replicas"
+
+class _State:
+    """The model, the optimizer and the counters, in a checkpoint under `model_dir`: restored
+    from its latest save if there is one."""
+
+    def __init__(self, config, run_config, strategy, steps_per_epoch, total_steps, log):
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(config.mixed_precision)
+        try:
+            with strategy.scope():
+                self.model = runs.build_model(run_config)
+                self.schedule = make_schedule(config, steps_per_epoch, total_steps)
+                optimizer = keras.optimizers.SGD(learning_rate=self.schedule,
+                                                 momentum=config.momentum)  # fmt: skip
+                if config.mixed_precision == "mixed_float16":
+                    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+                optimizer.build(self.model.trainable_variables)
+                self.optimizer = optimizer
+                self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                               name="global_step")  # fmt: skip
+                self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                              global_step=self.global_step, epoch=self.epoch)  # fmt: skip
+        self.checkpoint_dir = runs.checkpoint_dir(config.model_dir)
+        latest = tf.train.latest_checkpoint(self.checkpoint_dir)
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            log(f"Resumed from {latest} at step {int(self.global_step.numpy())}")
+        self.is_chief = strategy.extended.should_checkpoint
+        # Every worker takes part in saving; only the chief's files are kept.
+        self.write_dir = self.checkpoint_dir if self.is_chief else os.path.join(
+            config.model_dir, f".worker-{strategy.cluster_resolver.task_id}-checkpoints")  # fmt: skip
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir,
+                                                  max_to_keep=config.keep_checkpoints,
+                                                  step_counter=self.global_step)  # fmt: skip
+        self.preemption = None
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            self.preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
+                strategy.cluster_resolver, self.manager)  # fmt: skip
+
+    def last_good(self):
+        return tf.train.latest_checkpoint(self.checkpoint_dir) or "none yet"
+
+    def save(self, step):
+        path = self.manager.save(checkpoint_number=step)
+        if not self.is_chief:
+            shutil.rmtree(self.write_dir, ignore_errors=True)
+        return path
+
+
+class _Steps:
+    """The compiled steps: training (SGD with the paper's coupled weight decay), evaluation
+    (padding examples weigh 0), BN statistics averaging, and the finiteness check.
+
+    Every replica step asserts that its batch is full: the pipelines guarantee it (training
+    drops an epoch's last partial batch, evaluation pads), and an empty or short batch would
+    otherwise give silently wrong numbers or fail inside a kernel."""
+
+    def __init__(self, config, state, strategy, num_classes, jit):
+        self.strategy = strategy
+        self.state = state
+        self.replicas = strategy.num_replicas_in_sync
+        self.per_replica_batch = config.batch_size // self.replicas
+        self.num_classes = num_classes
+        self.global_batch = config.batch_size
+        self.weight_decay = config.weight_decay
+        self.smoothing = config.label_smoothing
+        self.kernels = decayed_variables(state.model)
+        with strategy.scope():
+            self.train_totals, self.eval_totals = _Totals(strategy), _Totals(strategy)
+        step_fn = self._replica_train_step
+        self._step_fn = tf.function(step_fn, jit_compile=True) if jit else step_fn
+        self.train_steps = tf.function(self._train_steps)
+        self.eval_step = tf.function(self._eval_step, reduce_retracing=True)
+        self.moving_statistics = [v for v in state.model.non_trainable_variables
+                                  if "moving_" in v.path]  # fmt: skip
+        self.average_moving_statistics = tf.function(self._average_moving_statistics)
+        self.checked = [v for v in [*state.model.weights, *state.optimizer.variables]
+                        if "float" in str(v.dtype)]  # fmt: skip
+        self.non_finite = tf.function(self._non_finite)
+
+    def _full_batch(self, labels):
+        return tf.debugging.assert_equal(
+            tf.shape(labels)[0], self.per_replica_batch,
+            message=f"a replica got a batch of another size than {self.per_replica_batch}")  # fmt: skip
+
+    def _replica_train_step(self, images, labels):
+        model, optimizer = self.state.model, self.state.optimizer
+        with tf.control_dependencies([self._full_batch(labels)]):
+            images = tf.identity(images)
+        with tf.GradientTape() as tape:
+            logits = tf.cast(model(images, training=True), tf.float32)
+            one_hot = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)
+            per_example = keras.losses.categorical_crossentropy(
+                one_hot, logits, from_logits=True, label_smoothing=self.smoothing)  # fmt: skip
+            loss = tf.reduce_sum(per_example) / self.global_batch
+            if self.weight_decay:
+                # Gradients are summed over replicas, so each adds its share of the decay.
+                loss += weight_decay_loss(self.kernels, self.weight_decay) / self.replicas
+            scaled = optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        weights = tf.ones_like(labels, tf.float32)
+        self.train_totals.add(tf.reduce_sum(per_example), *_correct(logits, labels, weights),
+                              tf.size(labels))  # fmt: skip
+
+    def _train_steps(self, iterator, steps):
+        for _ in tf.range(steps):
+            images, labels = next(iterator)
+            self.strategy.run(self._step_fn, args=(images, labels))
+        self.state.global_step.assign_add(tf.cast(steps, tf.int64))
+
+    def _replica_eval_step(self, images, labels):
+        model = self.state.model
+        with tf.control_dependencies([self._full_batch(labels)]):
+            weights = tf.cast(labels >= 0, tf.float32)  # PADDING_LABEL examples weigh 0
+            labels = tf.maximum(tf.cast(labels, tf.int32), 0)
+        if images.shape.rank == 5:  # (batch, crops, H, W, 3): average the crops' softmax
+            crops = tf.shape(images)[1]
+            flat = tf.reshape(images, tf.concat([[-1], tf.shape(images)[2:]], 0))
+            logits = tf.cast(model(flat, training=False), tf.float32)
+            probabilities = tf.reduce_mean(
+                tf.reshape(tf.nn.softmax(logits), [-1, crops, self.num_classes]), axis=1)  # fmt: skip
+            picked = tf.gather(probabilities, labels, batch_dims=1)
+            per_example = -tf.math.log(tf.maximum(picked, 1e-12))
+            scores = probabilities
+        else:
+            scores = tf.cast(model(images, training=False), tf.float32)
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, scores)
+        count = tf.reduce_sum(weights)
+        self.eval_totals.add(tf.reduce_sum(per_example * weights),
+                             *_correct(scores, labels, weights), count)  # fmt: skip
+        return count
+
+    def _eval_step(self, images, labels):
+        """Returns the number of real (not padding) examples in the global batch."""
+        counts = self.strategy.run(self._replica_eval_step, args=(images, labels))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, counts, axis=None)
+
+    def _average_moving_statistics(self):
+        # Each replica's BN keeps its own moving statistics (per-GPU BN, as in the paper);
+        # averaging them before every evaluation and save makes all copies, and all workers'
+        # checkpoints, equal, and estimates from every replica's data.
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            averaged = context.all_reduce(
+                tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in self.moving_statistics])  # fmt: skip
+            for variable, value in zip(self.moving_statistics, averaged):
+                variable.assign(value)
+
+        self.strategy.run(replica_fn)
+
+    def sync_statistics(self):
+        if self.replicas > 1:
+            self.average_moving_statistics()
+
+    def _non_finite(self):
+        return tf.add_n([tf.cast(~tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v))),
+                                 tf.int32) for v in self.checked])  # fmt: skip
+
+
+class _Evaluator:
+    """Evaluates the model on the evaluation split, every example exactly once, and writes
+    the numbers to TensorBoard (model_dir/<split>) and the log."""
+
+    PROGRESS_SECONDS = 30.0
+
+    def __init__(self, steps, dataset_fn, split, expected, writer, log, skipped, stop_requested):
+        self.steps = steps
+        self.dataset_fn = dataset_fn
+        self.split = split
+        self.expected = expected
+        self.writer = writer
+        self.log = log
+        self.skipped = skipped
+        self.stop_requested = stop_requested
+
+    def _run(self, eval_mode):
+        """Steps over the split; False if a signal cut it short."""
+        start = last_report = time.monotonic()
+        seen = 0
+        for images, labels in self.dataset_fn(self.split, training=False, eval_mode=eval_mode):
+            real = int(self.steps.eval_step(images, labels))
+            if real == 0:  # the pipelines pad forever once every example has been seen
+                return True
+            seen += real
+            if self.stop_requested():
+                return False
+            if time.monotonic() - last_report > self.PROGRESS_SECONDS:
+                last_report = time.monotonic()
+                self.log(f"{_now()} {self.split}{_suffix(eval_mode)}: {seen} of {self.expected} "
+                         f"images, {plan.format_duration(last_report - start)} elapsed")  # fmt: skip
+        return True
+
+    def __call__(self, step, eval_mode="center"):
+        """A dict of loss, top1_error, top5_error, examples, split; None if a signal cut it."""
+        self.steps.sync_statistics()
+        try:
+            if not self._run(eval_mode):
+                self.steps.eval_totals.read_and_reset()
+                return None
+        except tf.errors.OpError as error:
+            translated = self.dataset_fn.translate(error, self.split)
+            if translated is None:
+                raise
+            raise translated from None
+        loss, top1, top5, count = self.steps.eval_totals.read_and_reset()
+        if count == 0:
+            names = ", ".join(self.skipped.names(3))
+            raise data_lib.DataError(
+                f"no {self.split} image could be read: {self.skipped.value()} unreadable "
+                f"({names}{', ...' if self.skipped.value() > 3 else ''})")  # fmt: skip
+        suffix = _suffix(eval_mode)
+        _write_scalars(self.writer, step, **{f"loss{suffix}": loss, f"top1_error{suffix}": top1,
+                                             f"top5_error{suffix}": top5,
+                                             f"examples{suffix}": float(count)})  # fmt: skip
+        self.log(
+            f"{self.split}{suffix} step {step}: loss {loss:.4f}  top-1 error {100 * top1:.2f}%  "
+            f"top-5 error {100 * top5:.2f}%  ({count} images)"
         )
+        return dict(loss=loss, top1_error=top1, top5_error=top5, examples=count, split=self.split)
+
+
+def _suffix(eval_mode):
+    return "" if eval_mode == "center" else f"_{eval_mode}"
+
+
+def _now():
+    return time.strftime("%H:%M:%S")
+
+
+def _write_scalars(writer, step, **scalars):
+    if writer is None:
+        return
+    with writer.as_default(step=step):
+        for name, value in scalars.items():
+            tf.summary.scalar(name, value)
+    writer.flush()
+
+
+class _Inputs:
+    """The distributed input streams of a run: one training iterator per epoch (resumable
+    mid-epoch), and evaluation passes; each split with its own SkipCounter. A TensorFlow error
+    raised by a pipeline's checks becomes a DataError naming the file."""
+
+    def __init__(self, config, strategy, image_size, steps_per_epoch, train_split):
+        self.config = config
+        self.strategy = strategy
+        self.image_size = image_size
+        self.steps_per_epoch = steps_per_epoch
+        self.train_split = train_split
+        self.skipped = {}
+
+    def counter(self, split):
+        if split not in self.skipped:
+            self.skipped[split] = data_lib.SkipCounter()
+        return self.skipped[split]
+
+    def __call__(self, split, training, eval_mode="center", epoch=None, skip_steps=0):
+        config = self.config
+        skipped = self.counter(split)
+
+        def make(input_context):
+            return data_lib.make_dataset(
+                config.dataset, split, data_dir=config.data_dir,
+                batch_size=input_context.get_per_replica_batch_size(config.batch_size),
+                image_size=self.image_size, training=training,
+                augmentation=config.augmentation, eval_mode=eval_mode, lighting=config.lighting,
+                input_context=input_context, seed=config.seed,
+                deterministic=config.deterministic, skipped=skipped, epoch=epoch,
+                skip_steps=skip_steps, pad_batches=not training,
+            )  # fmt: skip
+
+        return self.strategy.distribute_datasets_from_function(make)
+
+    def train_iterator(self, step):
+        """The training stream from `step` to the end of its epoch."""
+        epoch, offset = divmod(step, self.steps_per_epoch)
+        return iter(self(self.train_split, training=True, epoch=epoch, skip_steps=offset))
+
+    def report(self):
+        """{split: distinct unreadable images}, {split: the first of them}."""
+        return ({split: c.value() for split, c in self.skipped.items()},
+                {split: c.names() for split, c in self.skipped.items() if c.value()})  # fmt: skip
+
+    def translate(self, error, split):
+        """A DataError for a TensorFlow error from the input, else None."""
+        message = data_lib.data_error_message(error)
+        if message:
+            return data_lib.DataError(message)
+        if isinstance(error, (tf.errors.DataLossError, tf.errors.OutOfRangeError)):
+            source = data_lib.sources.get_source(self.config.dataset, self.config.data_dir)
+            try:
+                getattr(source, "check_files", lambda split: None)(split)
+            except ValueError as damaged:
+                return data_lib.DataError(str(damaged))
+        return None
+
+
+def _prepare_run(config, info, image_size, train_split, eval_split, is_chief, log):
+    """run.json: the run's facts, checked against a run already in model_dir, then written."""
+    if os.path.exists(config.model_dir) and not os.path.isdir(config.model_dir):
+        raise ValueError(f"--model_dir: {config.model_dir} is a file, not a folder")
+    run_config = dict(
+        model=canonical_name(config.model), model_options=dict(config.model_options),
+        num_classes=info.num_classes, class_names=list(info.class_names), image_size=image_size,
+        mean=list(info.mean), std=list(info.std), center_crop_fraction=info.center_crop_fraction,
+        dataset=config.dataset, train_split=train_split, eval_split=eval_split,
+        data_dir=config.data_dir, model_dir=config.model_dir, flags=hparams.flags_record(config),
+    )  # fmt: skip
+    if os.path.exists(os.path.join(config.model_dir, runs.RUN_FILE)):
+        _check_same_run(runs.read_run_config(config.model_dir), run_config, log)
+    if is_chief:
+        runs.write_run_config(config.model_dir, run_config)
+    return run_config
+
+
+def _dataset_info(config):
     try:
         info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
     except (ValueError, FileNotFoundError) as error:
@@ -484,336 +856,237 @@ def train(config, strategy=None, log=print):
                 "validation split held out of the training images, as CIFAR-10's; test one "
                 "apart from validation)"
             )
+    return info, train_split, eval_split
+
+
+def train(config, strategy=None, log=print):
+    """Trains `config.model` under `strategy`; resumes from `config.model_dir` if it has a run.
+
+    Returns a dict with the final step, train loss and errors, the evaluation split's errors
+    under its name (where it has examples and config.evaluate is set), `images_per_second`
+    (training alone: see _Throughput), the unreadable images per split, and
+    `stopped_by_signal` (the signal number when SIGTERM/SIGINT ended the run early, else
+    None). Raises TrainingDiverged on a non-finite loss or weights, leaving the last good
+    checkpoint in place, and data.DataError when the input cannot go on.
+    """
+    validate(config)
+    strategy = strategy or tf.distribute.get_strategy()
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"--batch_size: {config.batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas")  # fmt: skip
+    info, train_split, eval_split = _dataset_info(config)
     image_size = config.image_size or info.default_image_size
-    steps_per_epoch = max(1, info.num_examples(train_split) // config.batch_size)
+    steps_per_epoch = data_lib.batches_per_epoch(info.num_examples(train_split), config.batch_size)
     total_steps = config.train_steps or max(1, round(config.epochs * steps_per_epoch))
-    is_chief = strategy.extended.should_checkpoint
-    model_name = canonical_name(config.model)
-
-    run_config = dict(
-        model=model_name,
-        model_options=dict(config.model_options),
-        num_classes=info.num_classes,
-        class_names=list(info.class_names),
-        image_size=image_size,
-        mean=list(info.mean),
-        std=list(info.std),
-        center_crop_fraction=info.center_crop_fraction,
-        dataset=config.dataset,
-        train_split=train_split,
-        eval_split=eval_split,
-        data_dir=config.data_dir,
-        model_dir=config.model_dir,
-        flags=_hparams(config),
-    )
-    run_file = os.path.join(config.model_dir, runs.RUN_FILE)
-    if os.path.exists(run_file):
-        _check_same_run(runs.read_run_config(config.model_dir), run_config)
-    if is_chief:
-        runs.write_run_config(config.model_dir, run_config)
-
+    run_config = _prepare_run(config, info, image_size, train_split, eval_split,
+                              strategy.extended.should_checkpoint, log)  # fmt: skip
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    jit = config.jit_compile == "on" or (
-        config.jit_compile == "auto" and _uses_accelerator(strategy)
-    )
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(config.mixed_precision)
-    try:
-        with strategy.scope():
-            model = runs.build_model(run_config)
-            schedule = make_schedule(config, steps_per_epoch, total_steps)
-            optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
-            if config.mixed_precision == "mixed_float16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            optimizer.build(model.trainable_variables)
-            global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-            epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-            train_totals, eval_totals = _Totals(strategy), _Totals(strategy)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-
-    checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=optimizer, global_step=global_step, epoch=epoch
-    )
-    checkpoint_dir = runs.checkpoint_dir(config.model_dir)
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        log(f"Resumed from {latest} at step {int(global_step.numpy())}")
-    # Every worker takes part in saving; only the chief's files are kept.
-    write_dir = checkpoint_dir if is_chief else os.path.join(
-        config.model_dir, f".worker-{strategy.cluster_resolver.task_id}-checkpoints"
-    )
-    manager = tf.train.CheckpointManager(
-        checkpoint, write_dir, max_to_keep=config.keep_checkpoints, step_counter=global_step
-    )
-    preemption = None
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
-            strategy.cluster_resolver, manager
-        )
-
-    skipped = data_lib.SkipCounter()
-    global_batch = config.batch_size
-
-    def dataset_fn(split, training, eval_mode="center"):
-        def make(input_context):
-            return data_lib.make_dataset(
-                config.dataset,
-                split,
-                data_dir=config.data_dir,
-                batch_size=input_context.get_per_replica_batch_size(global_batch),
-                image_size=image_size,
-                training=training,
-                augmentation=config.augmentation,
-                eval_mode=eval_mode,
-                lighting=config.lighting,
-                input_context=input_context,
-                seed=config.seed,
-                deterministic=config.deterministic,
-                skipped=skipped,
-            )
-
-        return strategy.distribute_datasets_from_function(make)
-
-    kernels = decayed_variables(model)
-    weight_decay = config.weight_decay
-    smoothing = config.label_smoothing
-
-    def replica_train_step(images, labels):
-        with tf.GradientTape() as tape:
-            logits = tf.cast(model(images, training=True), tf.float32)
-            one_hot = tf.one_hot(tf.cast(labels, tf.int32), info.num_classes)
-            per_example = keras.losses.categorical_crossentropy(
-                one_hot, logits, from_logits=True, label_smoothing=smoothing
-            )
-            loss = tf.reduce_sum(per_example) / global_batch
-            if weight_decay:
-                # Gradients are summed over replicas, so each adds its share of the decay.
-                loss += weight_decay_loss(kernels, weight_decay) / replicas
-            scaled = optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        train_totals.add(tf.reduce_sum(per_example), *_correct(logits, labels), tf.size(labels))
-
-    step_fn = tf.function(replica_train_step, jit_compile=True) if jit else replica_train_step
-
-    @tf.function
-    def train_steps(iterator, steps):
-        for _ in tf.range(steps):
-            images, labels = next(iterator)
-            strategy.run(step_fn, args=(images, labels))
-        global_step.assign_add(tf.cast(steps, tf.int64))
-
-    moving_statistics = [v for v in model.non_trainable_variables if "moving_" in v.path]
-
-    @tf.function
-    def average_moving_statistics():
-        # Each replica's BN keeps its own moving statistics (per-GPU BN, as in the paper);
-        # averaging them before every evaluation and save makes all copies, and all workers'
-        # checkpoints, equal, and estimates from every replica's data.
-        def replica_fn():
-            context = tf.distribute.get_replica_context()
-            averaged = context.all_reduce(
-                tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in moving_statistics]
-            )
-            for variable, value in zip(moving_statistics, averaged):
-                variable.assign(value)
-
-        strategy.run(replica_fn)
-
-    def replica_eval_step(images, labels):
-        if images.shape.rank == 5:  # (batch, crops, H, W, 3): average the crops' softmax
-            crops = tf.shape(images)[1]
-            flat = tf.reshape(images, tf.concat([[-1], tf.shape(images)[2:]], 0))
-            logits = tf.cast(model(flat, training=False), tf.float32)
-            probabilities = tf.nn.softmax(logits)
-            probabilities = tf.reduce_mean(
-                tf.reshape(probabilities, [-1, crops, info.num_classes]), axis=1
-            )
-            picked = tf.gather(probabilities, tf.cast(labels, tf.int32), batch_dims=1)
-            per_example = -tf.math.log(tf.maximum(picked, 1e-12))
-            scores = probabilities
-        else:
-            scores = tf.cast(model(images, training=False), tf.float32)
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                tf.cast(labels, tf.int32), scores
-            )
-        eval_totals.add(tf.reduce_sum(per_example), *_correct(scores, labels), tf.size(labels))
-
-    @tf.function(reduce_retracing=True)
-    def eval_step(images, labels):
-        strategy.run(replica_eval_step, args=(images, labels))
-
-    def evaluate_all(dataset):
-        # One traced step per batch, looped in Python: a graph loop over the dataset would
-        # be unrolled whole if AutoGraph ever failed to convert it.
-        for images, labels in dataset:
-            eval_step(images, labels)
-
-    train_writer = validation_writer = None
-    if strategy.extended.should_save_summary:
-        train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
-        if config.evaluate:
-            validation_writer = tf.summary.create_file_writer(
-                os.path.join(config.model_dir, eval_split)
-            )
-        from tensorboard.plugins.hparams import api as hparams_api
-
-        with train_writer.as_default():
-            hparams_api.hparams(_hparams(config), trial_id=os.path.basename(config.model_dir.rstrip("/")))
-
-    def write_scalars(writer, step, **scalars):
-        if writer is None:
-            return
-        with writer.as_default(step=step):
-            for name, value in scalars.items():
-                tf.summary.scalar(name, value)
-        writer.flush()
-
-    def save(step):
-        if replicas > 1:
-            average_moving_statistics()
-        path = manager.save(checkpoint_number=step)
-        if not is_chief:
-            shutil.rmtree(write_dir, ignore_errors=True)
-        return path
-
-    has_validation = config.evaluate and info.num_examples(eval_split) > 0
-
-    def evaluate(step, eval_mode="center"):
-        if replicas > 1:
-            average_moving_statistics()
-        evaluate_all(dataset_fn(eval_split, training=False, eval_mode=eval_mode))
-        loss, top1, top5, count = eval_totals.read_and_reset()
-        suffix = "" if eval_mode == "center" else f"_{eval_mode}"
-        write_scalars(
-            validation_writer,
-            step,
-            **{f"loss{suffix}": loss, f"top1_error{suffix}": top1, f"top5_error{suffix}": top5},
-        )
-        log(
-            f"{eval_split}{suffix} step {step}: loss {loss:.4f}  top-1 error {100 * top1:.2f}%  "
-            f"top-5 error {100 * top5:.2f}%  ({count} images)"
-        )
-        return dict(loss=loss, top1_error=top1, top5_error=top5, examples=count, split=eval_split)
-
-    step = int(global_step.numpy())
+    jit = config.jit_compile == "on" or (config.jit_compile == "auto" and _uses_accelerator(strategy))
+    state = _State(config, run_config, strategy, steps_per_epoch, total_steps, log)
+    steps = _Steps(config, state, strategy, info.num_classes, jit)
+    inputs = _Inputs(config, strategy, image_size, steps_per_epoch, train_split)
+    writers = _summary_writers(config, strategy, eval_split)
+    step = int(state.global_step.numpy())
     finished = runs.read_result(config.model_dir)
     if step >= total_steps and finished and finished.get("steps") == step:
         log(f"{config.model_dir} has finished {step} steps already: nothing to train")
         return finished
     log(
-        f"Training {model_name} on {config.dataset} {train_split} "
+        f"Training {run_config['model']} on {config.dataset} {train_split} "
         f"({info.num_examples(train_split)} images, evaluated on {eval_split}, "
         f"{info.num_classes} classes, {image_size}x{image_size}) with {type(strategy).__name__} "
-        f"({replicas} replica{'s' if replicas > 1 else ''}), global batch {global_batch}, "
-        f"{config.mixed_precision}, jit_compile={jit}: steps {step} -> {total_steps} "
-        f"({steps_per_epoch} per epoch)"
+        f"({steps.replicas} replica{'s' if steps.replicas > 1 else ''}), global batch "
+        f"{config.batch_size}, {config.mixed_precision}, jit_compile={jit}: steps {step} -> "
+        f"{total_steps} ({steps_per_epoch} per epoch)"
     )
-    iterator = iter(dataset_fn(train_split, training=True))
-    result = dict(steps=step, stopped_by_signal=None, skipped_images=0, train_split=train_split,
-                  eval_split=eval_split)  # fmt: skip
-    throughput = _Throughput(global_batch, step)
-    checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
-    train_metrics = {}
-    profiler = _Profiler(config.profile_steps, os.path.join(config.model_dir, "train"), is_chief)
-    own_signals = () if preemption is not None else (signal.SIGTERM, signal.SIGINT)
-    with _SignalFlag(own_signals) as signals, profiler:
-        while step < total_steps:
-            boundaries = [steps_per_epoch, config.log_every_steps, checkpoint_every]
-            next_stop = min(min((step // b + 1) * b for b in boundaries), total_steps)
-            chunk = min(config.steps_per_execution, next_stop - step)
-            profiler.before(step + 1, step + chunk)
-            train_steps(iterator, tf.constant(chunk, tf.int64))
-            step += chunk
-            profiler.after(step)
-            if preemption is not None:
-                preemption.save_checkpoint_if_preempted()
+    own_signals = () if state.preemption is not None else (signal.SIGTERM, signal.SIGINT)
+    with _SignalFlag(own_signals, log) as signals:
+        evaluator = _Evaluator(steps, inputs, eval_split, info.num_examples(eval_split),
+                               writers[1], log, inputs.counter(eval_split),
+                               lambda: signals.received is not None)  # fmt: skip
+        loop = _Loop(config, state, steps, inputs, evaluator, writers[0], signals, log,
+                     steps_per_epoch, total_steps, evaluating=config.evaluate
+                     and info.num_examples(eval_split) > 0)  # fmt: skip
+        result = loop.run(step)
+        return _finish(config, state, steps, evaluator, inputs, result, log, signals)
 
-            epoch_end = step % steps_per_epoch == 0 or step == total_steps
-            stopping = signals.received and step < total_steps
-            should_save = epoch_end or step % checkpoint_every == 0 or stopping
-            # Metrics are read (one sync) only here; a save always checks the loss first.
-            read_metrics = step % config.log_every_steps == 0 or should_save
-            if read_metrics:
-                loss, top1, top5, count = train_totals.read_and_reset()
-                if count and not math.isfinite(loss):
-                    kept = tf.train.latest_checkpoint(checkpoint_dir)
-                    raise TrainingDiverged(
-                        f"loss became {loss} between steps {throughput.step} and {step}; stopped "
-                        f"without saving. The last good checkpoint is kept: {kept or 'none yet'}. "
-                        "Lower --base_learning_rate or add --warmup_epochs."
-                    )
-                rate, first = throughput.interval(step)
-                learning_rate = float(schedule(step - 1))
-                if count:
-                    train_metrics = dict(loss=loss, top1_error=top1, top5_error=top5)
-                    write_scalars(
-                        train_writer,
-                        step,
-                        learning_rate=learning_rate,
-                        images_per_second=rate,
-                        **train_metrics,
-                    )
-                    log(
-                        f"step {step}/{total_steps} epoch {step / steps_per_epoch:.2f}: loss "
-                        f"{loss:.4f}  top-1 error {100 * top1:.2f}%  lr {learning_rate:.4g}  "
-                        f"{rate:.1f} images/s" + (" (includes tracing)" if first else "")
-                    )
-                result["images_per_second"] = throughput.images_per_second()
 
-            if epoch_end:
-                epoch.assign(step // steps_per_epoch)
-                if skipped.value():
-                    log(f"skipped {skipped.value()} unreadable images so far")
-                    write_scalars(train_writer, step, skipped_images=float(skipped.value()))
-            if should_save:
-                log(f"saved {save(step)}")
-            if stopping:
-                name = signal.Signals(signals.received).name
-                log(
-                    f"{name} received: saved checkpoint at step {step}; exiting. Run again "
-                    "with the same --model_dir to resume."
-                )
-                result.update(stopped_by_signal=signals.received)
-                break
-            if (
-                epoch_end
-                and has_validation
-                and config.eval_every_epochs
-                and (step // steps_per_epoch) % config.eval_every_epochs == 0
-            ):
-                result[eval_split] = evaluate(step)
-            if read_metrics:
-                throughput.restart_clock()  # saves, evaluations and summaries are not training
+def _summary_writers(config, strategy, eval_split):
+    """(train, evaluation) TensorBoard writers on the chief; None elsewhere."""
+    if not strategy.extended.should_save_summary:
+        return None, None
+    train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
+    eval_writer = None
+    if config.evaluate:
+        eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, eval_split))
+    hparams.write_run_hparams(config)  # at the run root, beside train/ and the eval split
+    return train_writer, eval_writer
 
-    if replicas > 1 and step > result["steps"]:
-        average_moving_statistics()
-    result.update(
-        steps=step,
-        total_steps=total_steps,
-        train=train_metrics,
-        skipped_images=skipped.value(),
-        weights_sha256=weights_sha256(model),
-    )
-    if result["stopped_by_signal"] is None and step >= total_steps:
-        if has_validation and eval_split not in result:
-            result[eval_split] = evaluate(step)
-        if has_validation and config.final_eval_mode != "center":
-            result[f"{eval_split}_{config.final_eval_mode}"] = evaluate(step, config.final_eval_mode)
-        if is_chief:
-            runs.write_json_atomically(os.path.join(config.model_dir, runs.RESULT_FILE), result)
-        final = result.get(eval_split) or train_metrics
-        log(
-            f"Finished {model_name}: {step} steps, "
-            + (
-                f"final top-1 error {100 * final['top1_error']:.2f}% "
-                f"(top-5 {100 * final['top5_error']:.2f}%) on "
-                + (eval_split if eval_split in result else "training")
-                if final
-                else "no metrics"
+
+class _Loop:
+    """Steps from the current one to total_steps, with what plan.events_at says at each stop."""
+
+    def __init__(self, config, state, steps, inputs, evaluator, writer, signals, log,
+                 steps_per_epoch, total_steps, evaluating):  # fmt: skip
+        self.config, self.state, self.steps, self.inputs = config, state, steps, inputs
+        self.evaluator, self.writer, self.signals, self.log = evaluator, writer, signals, log
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+        self.evaluating = evaluating
+        self.checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
+
+    def run(self, step):
+        config = self.config
+        result = dict(steps=step, stopped_by_signal=None, train_split=self.inputs.train_split,
+                      eval_split=self.evaluator.split)  # fmt: skip
+        throughput = _Throughput(config.batch_size, step)
+        profiler = _Profiler(config.profile_steps, os.path.join(config.model_dir, "train"),
+                             self.state.is_chief)  # fmt: skip
+        self.start_step, self.start_time = step, time.monotonic()
+        iterator = None
+        with profiler:
+            while step < self.total_steps:
+                if iterator is None or step % self.steps_per_epoch == 0:
+                    iterator = self.inputs.train_iterator(step)
+                stop = plan.next_stop(step, total_steps=self.total_steps,
+                                      steps_per_epoch=self.steps_per_epoch,
+                                      log_every=config.log_every_steps,
+                                      checkpoint_every=self.checkpoint_every,
+                                      steps_per_execution=config.steps_per_execution)  # fmt: skip
+                profiler.before(step + 1, stop)
+                called = time.monotonic()
+                self._run_steps(iterator, stop - step)
+                self.signals.took(time.monotonic() - called)
+                step = stop
+                profiler.after(step)
+                if self.state.preemption is not None:
+                    self.state.preemption.save_checkpoint_if_preempted()
+                if self._at_stop(step, throughput, result):
+                    break
+        result["steps"] = step
+        return result
+
+    def _run_steps(self, iterator, count):
+        try:
+            self.steps.train_steps(iterator, tf.constant(count, tf.int64))
+        except tf.errors.OpError as error:
+            translated = self.inputs.translate(error, self.inputs.train_split)
+            if translated is None:
+                raise
+            raise translated from None
+
+    def _at_stop(self, step, throughput, result):
+        """Metrics, epoch bookkeeping, save, evaluation after `step`; True to end the run."""
+        events = plan.events_at(step, total_steps=self.total_steps,
+                                steps_per_epoch=self.steps_per_epoch,
+                                log_every=self.config.log_every_steps,
+                                checkpoint_every=self.checkpoint_every,
+                                eval_every_epochs=self.config.eval_every_epochs,
+                                evaluating=self.evaluating,
+                                signalled=self.signals.received is not None)  # fmt: skip
+        if events.read_metrics:
+            self._read_metrics(step, throughput, result)
+        if events.epoch_end:
+            self.state.epoch.assign(step // self.steps_per_epoch)
+            self._report_skipped(step)
+        if events.stop:
+            self.signals.saving()
+        if events.save:
+            self.log(f"saved {self._save(step)}")
+        if events.stop:
+            name = signal.Signals(self.signals.received).name
+            self.log(f"{name} received: saved checkpoint at step {step}; exiting. Run again "
+                     "with the same --model_dir to resume.")  # fmt: skip
+            result["stopped_by_signal"] = self.signals.received
+            return True
+        if events.evaluate:
+            evaluation = self.evaluator(step)
+            if evaluation is not None:
+                result[self.evaluator.split] = evaluation
+        if events.read_metrics:
+            throughput.restart_clock()  # saves, evaluations and summaries are not training
+        return False
+
+    def _read_metrics(self, step, throughput, result):
+        loss, top1, top5, count = self.steps.train_totals.read_and_reset()
+        if count and not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss} between steps {throughput.step} and {step}; stopped "
+                f"without saving. The last good checkpoint is kept: {self.state.last_good()}. "
+                "Lower --base_learning_rate or add --warmup_epochs."
             )
+        rate, first = throughput.interval(step)
+        learning_rate = float(self.state.schedule(step - 1))
+        if count:
+            result["train"] = dict(loss=loss, top1_error=top1, top5_error=top5)
+            _write_scalars(self.writer, step, learning_rate=learning_rate,
+                           images_per_second=rate, **result["train"])  # fmt: skip
+            done = step - self.start_step
+            elapsed = time.monotonic() - self.start_time
+            eta = elapsed / done * (self.total_steps - step) if done else None
+            self.log(
+                f"{_now()} step {step}/{self.total_steps} epoch {step / self.steps_per_epoch:.2f}: "
+                f"loss {loss:.4f}  top-1 error {100 * top1:.2f}%  lr {learning_rate:.4g}  "
+                f"{rate:.1f} images/s{' (includes tracing)' if first else ''}  elapsed "
+                f"{plan.format_duration(elapsed)}  ETA {plan.format_duration(eta)}"
+            )
+        result["images_per_second"] = throughput.images_per_second()
+
+    def _report_skipped(self, step):
+        counter = self.inputs.counter(self.inputs.train_split)
+        if counter.value():
+            names = ", ".join(counter.names(3))
+            self.log(f"skipped {counter.value()} distinct unreadable training images so far "
+                     f"({names}{', ...' if counter.value() > 3 else ''})")  # fmt: skip
+            _write_scalars(self.writer, step, skipped_images=float(counter.value()))
+
+    def _save(self, step):
+        """Saves only finite weights: a step after the last loss check may have broken them."""
+        self.steps.sync_statistics()
+        broken = int(self.steps.non_finite())
+        if broken:
+            raise TrainingDiverged(
+                f"{broken} of {len(self.steps.checked)} weight and optimizer variables became "
+                f"NaN or infinite by step {step}; not saved. The last good checkpoint is kept: "
+                f"{self.state.last_good()}. Lower --base_learning_rate or add --warmup_epochs."
+            )
+        return self.state.save(step)
+
+
+def _finish(config, state, steps, evaluator, inputs, result, log, signals):
+    """The final evaluations and result.json of a run that reached its last step."""
+    step = result["steps"]
+    if steps.replicas > 1:
+        steps.sync_statistics()
+    skipped, names = inputs.report()
+    result.update(total_steps=state.schedule.total_steps, skipped_images=skipped,
+                  skipped_files=names, weights_sha256=weights_sha256(state.model))  # fmt: skip
+    result.setdefault("train", {})
+    if result["stopped_by_signal"] is not None or step < state.schedule.total_steps:
+        return result
+    split = evaluator.split
+    evaluating = config.evaluate and evaluator.expected > 0
+    finals = [(split, "center")] if split not in result else []
+    if config.final_eval_mode != "center":
+        finals.append((f"{split}_{config.final_eval_mode}", config.final_eval_mode))
+    for key, eval_mode in finals if evaluating else ():
+        result[key] = evaluator(step, eval_mode)
+        if result[key] is None:  # a signal: no result.json, so a rerun evaluates again
+            del result[key]
+            result["stopped_by_signal"] = signals.received
+            return result
+    if state.is_chief:
+        runs.write_json_atomically(os.path.join(config.model_dir, runs.RESULT_FILE),
+                                   _finite_or_none(result))  # fmt: skip
+    final = result.get(split) or result["train"]
+    log(
+        f"Finished {canonical_name(config.model)}: {step} steps, "
+        + (
+            f"final top-1 error {100 * final['top1_error']:.2f}% "
+            f"(top-5 {100 * final['top5_error']:.2f}%) on "
+            + (split if split in result else "training")
+            if final
+            else "no metrics"
         )
+    )
     return result

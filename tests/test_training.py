@@ -6,7 +6,10 @@ devices, two workers, signals) go through the trainer scripts exactly as a user 
 
 import glob
 import json
+import math
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -158,12 +161,15 @@ def test_throughput_run_on_synthetic_data_without_evaluation_and_with_a_profile(
                          profile_steps=(6, 10))  # fmt: skip
     result = training.train(config, log=lines.append)
     assert "validation" not in result and not os.path.exists(tmp_path / "validation")
-    progress = [line for line in lines if line.startswith("step ")]
+    progress = [line for line in lines if " step " in line and "images/s" in line]
     assert len(progress) == 3
-    assert progress[0].endswith("(includes tracing)")
-    assert not any(line.endswith("(includes tracing)") for line in progress[1:])
+    # A progress line: time, step/total, epoch, loss, errors, rate, elapsed and ETA.
+    assert re.fullmatch(r"\d\d:\d\d:\d\d step 15/15 epoch [\d.]+: loss .* [\d.]+ images/s  "
+                        r"elapsed \d+:\d\d:\d\d  ETA 0:00:00", progress[-1]), progress[-1]
+    assert "(includes tracing)" in progress[0]
+    assert not any("(includes tracing)" in line for line in progress[1:])
     # Training alone after the first interval: the rates of the two later lines, combined.
-    later = [float(line.split()[-2]) for line in progress[1:]]
+    later = [float(line.split(" images/s")[0].split()[-1]) for line in progress[1:]]
     assert min(later) * 0.99 <= result["images_per_second"] <= max(later) * 1.01
     assert glob.glob(str(tmp_path / "train" / "plugins" / "profile" / "*" / "*.xplane.pb"))
 
@@ -177,6 +183,31 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert tf.train.latest_checkpoint(runs.checkpoint_dir(str(tmp_path))) == good
     for a, b in zip(before, restored_weights(tmp_path)):
         np.testing.assert_array_equal(a, b)
+
+
+def checkpoint_is_finite(path):
+    reader = tf.train.load_checkpoint(path)
+    for name, dtype in reader.get_variable_to_dtype_map().items():
+        if dtype.is_floating and not np.all(np.isfinite(reader.get_tensor(name))):
+            return False
+    return True
+
+
+def test_only_finite_states_are_saved_and_the_kept_one_resumes(tmp_path):
+    # A rate that breaks the weights within a few steps, saved every 5: the step after the
+    # last finite loss may leave NaN weights and momenta, which must never be saved.
+    with pytest.raises(training.TrainingDiverged, match="(loss became|variables became)"):
+        training.train(tiny_config(tmp_path, train_steps=60, base_learning_rate=300,
+                                   checkpoint_every_steps=5, log_every_steps=5))  # fmt: skip
+    for index in glob.glob(f"{runs.checkpoint_dir(str(tmp_path))}/ckpt-*.index"):
+        assert checkpoint_is_finite(index[: -len(".index")]), index
+    kept = tf.train.latest_checkpoint(runs.checkpoint_dir(str(tmp_path)))
+    # The kept state resumes: its weights are finite (its momenta still carry the steps at
+    # rate 300, so go on without momentum and at a small rate).
+    assert kept is not None
+    result = training.train(tiny_config(tmp_path, train_steps=int(kept.rsplit("-", 1)[1]) + 5,
+                                        base_learning_rate=1e-6, momentum=0.0))  # fmt: skip
+    assert math.isfinite(result["train"]["loss"])
 
 
 def test_resuming_a_different_model_is_refused(tmp_path):
@@ -340,9 +371,14 @@ def wait_for_checkpoint(model_dir, process, timeout=300):
     raise AssertionError("no checkpoint appeared")
 
 
-def test_killed_run_resumes_and_ends_at_the_same_step(tmp_path):
+def test_killed_run_resumes_and_ends_with_the_weights_of_an_unbroken_run(tmp_path):
+    # 4000 demo images at batch 16: 250 steps an epoch; a kill lands inside the first epoch
+    # (the resumed run restores the input position) or at its boundary.
+    flags = ["--train_steps=60", "--checkpoint_every_steps=10", "--eval_every_epochs=0",
+             "--deterministic", "--augmentation=cifar"]  # fmt: skip
+    unbroken = trainer(CIFAR_TRAINER, *TINY_FLAGS, f"--model_dir={tmp_path}/unbroken", *flags)
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
     model_dir = str(tmp_path / "run")
-    flags = ["--train_steps=60", "--checkpoint_every_steps=10", "--eval_every_epochs=0"]
     process = start_trainer(model_dir, *flags)
     wait_for_checkpoint(model_dir, process)
     process.kill()
@@ -355,6 +391,9 @@ def test_killed_run_resumes_and_ends_at_the_same_step(tmp_path):
     assert f"Resumed from {model_dir}/checkpoints/ckpt-{saved} at step {saved}" in resumed.stdout
     assert json.load(open(f"{tmp_path}/result.json"))["steps"] == 60
     assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith("ckpt-60")
+    # Bitwise: the same data from the same position, the same arithmetic on one machine.
+    for a, b in zip(restored_weights(tmp_path / "unbroken"), restored_weights(model_dir)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_sigterm_saves_at_the_next_step_and_exits_cleanly(tmp_path):
@@ -363,7 +402,7 @@ def test_sigterm_saves_at_the_next_step_and_exits_cleanly(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline:
         line = process.stdout.readline()
-        if line.startswith("step "):
+        if " step " in line and "images/s" in line:
             break
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=300)
@@ -449,3 +488,140 @@ def test_final_split_test_on_the_real_cifar10_counts_50000_and_10000(tmp_path):
                                         data_dir=SHARED_CIFAR10, batch_size=128, train_steps=1,
                                         final_split="test", augmentation=None))  # fmt: skip
     assert result["test"]["examples"] == 10_000 and result["skipped_images"] == 0
+
+
+# --------------------------------------------------------------------------------------
+# Every example counted once under every strategy; data faults that stop a run.
+
+
+def write_tfrecord_dataset(root, num_validation, num_train=64, label_of=lambda i: i % 10):
+    """imagenet_tfrecord shards of small generated images (labels 0-based here)."""
+    from keras_resnet.data import demo
+
+    rng = np.random.default_rng(num_validation)
+    os.makedirs(root, exist_ok=True)
+
+    def items(count):
+        return [(tf.io.encode_png(rng.integers(0, 256, (20, 20, 3)).astype(np.uint8)).numpy(),
+                 label_of(i)) for i in range(count)]  # fmt: skip
+
+    demo.write_tfrecords(root, "train", items(num_train), num_shards=2)
+    demo.write_tfrecords(root, "validation", items(num_validation), num_shards=1)
+    return root
+
+
+def evaluate_copy(source_dir, model_dir, *strategy_flags, data_flags):
+    """Evaluates a finished run's weights again under another strategy (no training)."""
+    shutil.copytree(source_dir, model_dir)
+    os.remove(os.path.join(model_dir, "result.json"))
+    return trainer(CIFAR_TRAINER, *data_flags, f"--model_dir={model_dir}", "--train_steps=2",
+                   f"--result_file={model_dir}.json", *strategy_flags)  # fmt: skip
+
+
+@pytest.mark.parametrize("examples", [1, 7, 1000])
+def test_evaluation_counts_every_example_once_with_replicas_left_short(tmp_path, examples):
+    # Per-replica batch 8 on 2 replicas: 1, 7 and 1,000 (125 per-replica batches) all leave
+    # a replica short in the last step, which must be padded, never empty or short.
+    if examples == 1000:
+        data_flags = [*TINY_FLAGS]
+    else:
+        data_dir = write_tfrecord_dataset(str(tmp_path / "data"), examples)
+        data_flags = [*TINY_FLAGS, "--dataset=imagenet_tfrecord", f"--data_dir={data_dir}"]
+    data_flags += ["--batch_size=16", "--deterministic"]
+    default = trainer(CIFAR_TRAINER, *data_flags, f"--model_dir={tmp_path}/default",
+                      "--train_steps=2", f"--result_file={tmp_path}/default.json")  # fmt: skip
+    assert default.returncode == 0, default.stderr[-3000:]
+    expected = json.load(open(f"{tmp_path}/default.json"))["validation"]
+    assert expected["examples"] == examples
+    mirrored = evaluate_copy(f"{tmp_path}/default", f"{tmp_path}/mirrored", "--strategy=mirrored",
+                             "--cpu_devices=2", data_flags=data_flags)  # fmt: skip
+    assert mirrored.returncode == 0, mirrored.stderr[-3000:]
+    got = json.load(open(f"{tmp_path}/mirrored.json"))["validation"]
+    assert got["examples"] == examples
+    assert got["top1_error"] == pytest.approx(expected["top1_error"], abs=1e-9)
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-4)
+    assert json.load(open(f"{tmp_path}/mirrored/result.json"))["validation"]["examples"] == examples
+    if examples == 7:  # two workers, one of which has no real example in the last step
+        shutil.copytree(f"{tmp_path}/default", f"{tmp_path}/workers")
+        os.remove(f"{tmp_path}/workers/result.json")
+        outputs = [p.communicate(timeout=600)[0] for p in
+                   start_workers(f"{tmp_path}/workers", *data_flags[len(TINY_FLAGS):],
+                                 "--train_steps=2")]  # fmt: skip
+        result = json.load(open(f"{tmp_path}/workers/result.json"))["validation"]
+        assert result["examples"] == examples, outputs[0][-3000:]
+        assert result["top1_error"] == pytest.approx(expected["top1_error"], abs=1e-9)
+
+
+def test_every_batch_a_step_sees_is_full(tmp_path):
+    # The replica steps assert it; a direct look at what the pipelines hand over, too.
+    data_dir = write_tfrecord_dataset(str(tmp_path / "data"), 7, num_train=21)
+    config = tiny_config(tmp_path / "run", dataset="imagenet_tfrecord", data_dir=data_dir,
+                         batch_size=4, train_steps=None, epochs=2)  # fmt: skip
+    inputs = training._Inputs(config, tf.distribute.get_strategy(), 32, 5, "train")
+    assert [int(labels.shape[0]) for _, labels in inputs("train", True, epoch=0)] == [4] * 5
+    batches = [labels.numpy() for _, labels in inputs("validation", False).take(4)]
+    assert all(len(b) == 4 for b in batches)  # 7 examples, then padding: forever
+    assert sum(int((b >= 0).sum()) for b in batches) == 7 and not (batches[-1] >= 0).any()
+
+
+def test_bad_label_in_a_later_record_stops_the_trainer_naming_file_and_label(tmp_path):
+    data_dir = write_tfrecord_dataset(str(tmp_path / "data"), 8,
+                                      label_of=lambda i: 9998 if i == 5 else i % 10)  # fmt: skip
+    proc = trainer(CIFAR_TRAINER, *TINY_FLAGS, "--dataset=imagenet_tfrecord",
+                   f"--data_dir={data_dir}", f"--model_dir={tmp_path}/run", "--train_steps=20")  # fmt: skip
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "train-0000" in last and "label 9999 is outside 1..1000" in last, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_all_training_images_unreadable_stops_with_an_error(tmp_path):
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            os.makedirs(tmp_path / "data" / split / name)
+            for i in range(3):
+                (tmp_path / "data" / split / name / f"{i}.jpg").write_bytes(b"\xff\xd8 broken")
+    proc = trainer(CIFAR_TRAINER, *TINY_FLAGS, "--dataset=folder", f"--data_dir={tmp_path}/data",
+                   f"--model_dir={tmp_path}/run", "--train_steps=20")  # fmt: skip
+    assert proc.returncode != 0
+    assert "1000 images in a row could not be read" in proc.stderr.strip().splitlines()[-1]
+    assert not glob.glob(f"{tmp_path}/run/checkpoints/ckpt-*")
+
+
+def test_all_validation_images_unreadable_is_an_error_and_result_json_stays_valid(tmp_path):
+    data_dir = write_cifar_folder(str(tmp_path / "data"), train_per_class=10, test_per_class=1)
+    for name in ("cat", "dog"):  # the last tenth of each class is validation: make it bad
+        for path in sorted(glob.glob(f"{data_dir}/train/{name}/*.jpg"))[-1:]:
+            open(path, "wb").write(b"not an image")
+    with pytest.raises(ValueError, match="no validation image could be read: 2 unreadable"):
+        training.train(tiny_config(tmp_path / "run", dataset="cifar10_folder", data_dir=data_dir,
+                                   batch_size=4, train_steps=3))  # fmt: skip
+    assert not os.path.exists(tmp_path / "run" / "result.json")
+    assert training._finite_or_none({"a": float("nan"), "b": {"c": 1.0}}) == {"a": None,
+                                                                              "b": {"c": 1.0}}
+
+
+def test_skipped_images_are_counted_once_per_file_and_split(tmp_path):
+    data_dir = write_cifar_folder(str(tmp_path / "data"), train_per_class=10, test_per_class=1)
+    bad = sorted(glob.glob(f"{data_dir}/train/cat/*.jpg"))[0]
+    open(bad, "wb").write(b"not an image")
+    result = training.train(tiny_config(tmp_path / "run", dataset="cifar10_folder",
+                                        data_dir=data_dir, batch_size=4, train_steps=12,
+                                        eval_every_epochs=1))  # fmt: skip
+    # 18 training images, 4 epochs of 4 steps: the bad file fails in each, counted once.
+    assert result["skipped_images"] == {"train": 1, "validation": 0}
+    assert result["skipped_files"] == {"train": [bad]}
+
+
+def test_a_start_that_failed_leaves_a_replaceable_run_folder(tmp_path):
+    with pytest.raises(ValueError, match="--image_size: must be between 8 and 2048"):
+        training.train(tiny_config(tmp_path, image_size=100000))
+    assert not os.path.exists(tmp_path / "run.json")
+    # A run.json without any checkpoint (a start that died) does not block the corrected run.
+    runs.write_run_config(str(tmp_path), dict(model="resnet56", model_options={},
+                                              num_classes=10, class_names=list("abcdefghij"),
+                                              image_size=99, mean=[0] * 3, std=[1] * 3))  # fmt: skip
+    lines = []
+    assert training.train(tiny_config(tmp_path, train_steps=5), log=lines.append)["steps"] == 5
+    assert any("never saved a checkpoint: replacing it" in line for line in lines)
+    assert runs.read_run_config(str(tmp_path))["model"] == "resnet20"

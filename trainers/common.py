@@ -440,7 +440,7 @@ def run(argv, banner=None, log_prefix=""):
     del argv
     check_folder("model_dir", FLAGS.model_dir)
     check_output_file("result_file", FLAGS.result_file)
-    training, hparams = import_quietly("keras_resnet.training", "keras_resnet.hparams")
+    (training,) = import_quietly("keras_resnet.training")
     try:
         config = config_from_flags(training)
         training.validate(config)
@@ -451,9 +451,6 @@ def run(argv, banner=None, log_prefix=""):
     try:
         # The strategy first: splitting the CPU must happen before TensorFlow touches a device.
         strategy = make_strategy(training)
-        if strategy.extended.should_save_summary:
-            # Until training.train writes them itself (after its own checks), here.
-            hparams.write_run_hparams(config)
         result = training.train(
             config, strategy, log=lambda line: print(log_prefix + line, flush=True)
         )

@@ -70,9 +70,6 @@ def main(argv):
                                  training.FINAL_SPLITS[FLAGS.final_split][1])  # fmt: skip
     for name, config in configs.items():
         try:
-            if strategy.extended.should_save_summary:
-                # Until training.train writes them itself (after its own checks), here.
-                hparams.write_run_hparams(config)
             result = training.train(
                 config, strategy, log=lambda line: print(f"[{name}] {line}", flush=True)
             )

@@ -37,7 +37,7 @@ _SENTINEL_ORIGIN = "<keras_resnet end of pass>"
 _NAMED_SKIPS = 10  # distinct skipped images named in the log; later ones are only counted
 
 
-class DataError(RuntimeError):
+class DataError(ValueError):
     """The input cannot go on: every image unreadable, a label out of range, a damaged file.
     Its message names the file. TensorFlow raises it as an InvalidArgumentError whose message
     contains DATA_ERROR_MARK; `data_error_message` extracts our text."""

@@ -599,10 +599,12 @@ class TfdsSource:
                     self.split_names["test"] = "test"
             elif "test" in known:
                 self.split_names["validation"] = "test"
+        if not cifar_split and "test" in self.split_names:  # validation apart from test
+            self.split_names["trainval"] = "train+validation"
         counts = {}
         for split, tfds_split in self.split_names.items():
             try:
-                counts[split] = splits[tfds_split].num_examples
+                counts[split] = sum(splits[part].num_examples for part in tfds_split.split("+"))
             except (KeyError, ValueError):
                 counts[split] = 0
         if cifar_split and not counts["train"]:
@@ -621,8 +623,10 @@ class TfdsSource:
                                     image_size=shape[0] if small else 32, mean=stats[0],
                                     std=stats[1], num_trainval=counts.get("trainval", 0))  # fmt: skip
         else:
-            self.info = _imagenet_like(name, class_names, counts["train"],
-                                       counts.get("validation", 0), data_dir=data_dir)  # fmt: skip
+            self.info = dataclasses.replace(
+                _imagenet_like(name, class_names, counts["train"], counts.get("validation", 0),
+                               data_dir=data_dir, num_test=counts.get("test", 0)),
+                num_trainval_examples=counts.get("trainval", 0))  # fmt: skip
         self._num_shards = {}
 
     def _shards(self, tfds_split):

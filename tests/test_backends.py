@@ -8,8 +8,9 @@ timm checkpoint and its logits with them. Then this file runs as a script under
 KERAS_BACKEND=jax, and under KERAS_BACKEND=torch, each in its own process, which builds the
 same nets, loads the same files and compares. A backend that is not installed is skipped
 with the reason; KERAS_RESNET_JAX_PYTHON / KERAS_RESNET_TORCH_PYTHON may name another
-interpreter for it (a virtualenv with that backend and keras). CI installs JAX (the "jax"
-extra), not torch.
+interpreter for it (a virtualenv with that backend and keras; the worker imports keras_resnet
+from this checkout). CI runs the JAX leg in an environment of its own with keras and JAX and
+no TensorFlow (.ci/run), not the torch leg.
 
 `pytest -m slow tests/test_backends.py` also builds every public model on those backends and
 compares its parameter count and multiply-adds with TensorFlow's.
@@ -27,9 +28,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("jax", "torch")
 # Logits must agree with TensorFlow's within TOLERANCE, relative to the largest logit
-# (absolute below 1), or within twice what float32 itself costs TensorFlow on that net (its
-# distance from the same net in float64), where that is more: about 2e-5 of the largest logit
-# on ResNet-50 and PreAct-164 here.
+# (absolute below 1), or, where they do not, within twice what float32 itself costs TensorFlow
+# on that net (its distance from the same net and files in float64): about 2e-5 of the largest
+# logit on ResNet-50 and PreAct-164 here.
 TOLERANCE = 1e-5
 SIZE = (64, 64, 3)
 
@@ -105,7 +106,6 @@ def tensorflow_reference(directory):
 
     import keras_resnet
     import test_pretrained
-    from keras_resnet.architectures import TORCHVISION_OPTIONS
 
     assert keras.backend.backend() == "tensorflow"
     rng = np.random.default_rng(0)
@@ -130,32 +130,41 @@ def tensorflow_reference(directory):
         )
         x = rng.uniform(-2, 2, (2, *SIZE)).astype("float32")
         manifest[case] = dict(name=name, kwargs=dict(kwargs, classes=10), weights=path)
-        # The builder takes torchvision's layout for the file: so must the float64 copy.
-        record(directory, manifest[case], case, model, x, **TORCHVISION_OPTIONS)
+        record(directory, manifest[case], case, model, x)
     with open(os.path.join(directory, "manifest.json"), "w") as f:
         json.dump(manifest, f)
     return manifest
 
 
-def float32_error(model, name, kwargs, x):
+FLOAT32_ERRORS = {}
+
+
+def float32_error(directory, case, entry):
     """max |float32 logits - float64 logits| on TensorFlow: what float32 itself costs this net
-    with these weights."""
+    with these weights (the same files, loaded into the net built in float64)."""
     import keras
+
+    if (directory, case) in FLOAT32_ERRORS:
+        return FLOAT32_ERRORS[directory, case]
 
     import keras_resnet
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float64")
     try:
-        exact = keras_resnet.build(name, classifier_activation=None, **kwargs)
-        exact.set_weights([w.astype("float64") for w in model.get_weights()])
-        logits = np.asarray(exact(x.astype("float64"), training=False))
+        exact = keras_resnet.build(
+            entry["name"], classifier_activation=None, weights=entry["weights"], **entry["kwargs"]
+        )
+        x = np.load(directory / f"{case}.inputs.npy").astype("float64")
+        logits = np.asarray(exact(x, training=False))
     finally:
         keras.config.set_dtype_policy(previous)
-    return float(np.max(np.abs(np.asarray(model(x, training=False)) - logits)))
+    error = float(np.max(np.abs(np.load(directory / f"{case}.logits.npy") - logits)))
+    FLOAT32_ERRORS[directory, case] = error
+    return error
 
 
-def record(directory, entry, case, model, x, **layout):
+def record(directory, entry, case, model, x):
     import keras_resnet
 
     np.save(os.path.join(directory, f"{case}.inputs.npy"), x)
@@ -164,7 +173,6 @@ def record(directory, entry, case, model, x, **layout):
         parameters=model.count_params(),
         multiply_adds=keras_resnet.multiply_adds(model),
         layers=[layer.name for layer in model.layers],
-        float32_error=float32_error(model, entry["name"], {**entry["kwargs"], **layout}, x),
     )
 
 
@@ -199,14 +207,18 @@ def test_backend_matches_tensorflow(backend, request):
         assert got["parameters"] == entry["parameters"], case
         assert got["multiply_adds"] == entry["multiply_adds"], case
         print(f"\n{backend} {case}: max |logits - tensorflow's| = {got['difference']:.2e} "
-              f"(largest logit {got['scale']:.2f}; tensorflow float32 - float64 "
-              f"{entry['float32_error']:.2e})", end="")
+              f"(largest logit {got['scale']:.2f})", end="")
         if case in KERAS_FILES:
             print(f"; .keras file {got['keras_file_difference']:.2e}", end="")
         print(f"; {got['seconds']:.1f} s", end="")
     for case, entry in manifest.items():
         got = results["cases"][case]
-        allowed = max(TOLERANCE * max(1.0, got["scale"]), 2 * entry["float32_error"])
+        allowed = TOLERANCE * max(1.0, got["scale"])
+        worst = max(got["difference"], got.get("keras_file_difference", 0.0))
+        if worst > allowed:  # deep nets: float32 itself may cost more than that
+            error = float32_error(directory, case, entry)
+            print(f"\n{case}: tensorflow float32 - float64 {error:.2e}", end="")
+            allowed = max(allowed, 2 * error)
         assert got["difference"] <= allowed, case
         if case in KERAS_FILES:
             assert got["keras_file_difference"] <= allowed, case

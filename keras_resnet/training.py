@@ -516,6 +516,29 @@ def _check_same_run(existing, config, log):
             )
 
 
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def _precision_warning(precision, accelerated, cpu_flags=None):
+    """What to tell a user whose mixed precision will be slow on this CPU, else None."""
+    if accelerated or precision == "float32":
+        return None
+    flags = _cpu_flags() if cpu_flags is None else cpu_flags
+    if precision == "mixed_float16":
+        return ("--mixed_precision=mixed_float16 on a CPU is emulated: measured about 100x "
+                "slower than float32 (ResNet-20: 4.5 against 430 images/s). Use float32, or "
+                "mixed_bfloat16 on a CPU with AMX or AVX512_BF16; mixed_float16 is for GPUs.")
+    if not flags & {"amx_bf16", "avx512_bf16"}:
+        return ("--mixed_precision=mixed_bfloat16: this CPU has neither AMX nor AVX512_BF16, "
+                "so bfloat16 is emulated and slower than float32; use float32 here.")
+    return None
+
+
 def _finite_or_none(value):
     """JSON has no NaN: result.json records an unknown number as null."""
     if isinstance(value, dict):
@@ -883,6 +906,9 @@ def train(config, strategy=None, log=print):
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     jit = config.jit_compile == "on" or (config.jit_compile == "auto" and _uses_accelerator(strategy))
+    warning = _precision_warning(config.mixed_precision, _uses_accelerator(strategy))
+    if warning:
+        log(f"warning: {warning}")
     state = _State(config, run_config, strategy, steps_per_epoch, total_steps, log)
     steps = _Steps(config, state, strategy, info.num_classes, jit)
     inputs = _Inputs(config, strategy, image_size, steps_per_epoch, train_split)

@@ -649,3 +649,12 @@ def test_sigterm_ends_a_run_whose_input_pipeline_is_stuck(tmp_path):
     assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
     assert "SIGTERM: the step in progress did not end within 30 s; exiting without saving" in output
     assert time.time() - sent < 120
+
+
+def test_slow_precisions_on_a_cpu_are_named_before_training():
+    warn = training._precision_warning
+    assert warn("float32", False) is None and warn("mixed_float16", True) is None
+    assert "100x slower than float32" in warn("mixed_float16", False, set())
+    assert "emulated" in warn("mixed_bfloat16", False, {"avx2"})
+    assert warn("mixed_bfloat16", False, {"avx512_bf16"}) is None
+    assert warn("mixed_bfloat16", False, {"amx_bf16", "amx_tile"}) is None

@@ -236,6 +236,9 @@ def test_trainer_run_is_quiet_and_records_typed_flags_and_hparams_at_the_run_roo
     assert proc.returncode == 0, output[-3000:]
     assert "Training resnet20" in proc.stdout and "Finished resnet20" in proc.stdout
     assert not NOISE.findall(output), output[-3000:]
+    progress = [line for line in proc.stdout.splitlines() if "images/s" in line]
+    assert progress and all(re.match(r"\d\d:\d\d:\d\d step \d+/\d+ epoch ", line)
+                            and "  elapsed " in line and "  ETA " in line for line in progress)
 
     # HParams: the experiment declares the test split's errors as metrics (first); a session.
     declared = experiment(model_dir)

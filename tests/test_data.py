@@ -126,6 +126,33 @@ def test_unknown_dataset_lists_the_valid_names():
         data.dataset_info("imagenet")
 
 
+def test_every_dataset_name_is_a_registered_source():
+    # One registry: every name DATASETS lists is a Source class's `load`, each Source says
+    # what it yields, and a prefix without a name is not a dataset.
+    assert sources.DATASETS == (*sources.SOURCES, "tfds:<name>")
+    for load in [*sources.SOURCES.values(), *sources.PREFIXED_SOURCES.values()]:
+        assert issubclass(load.__self__, sources.Source)
+    assert sources.get_source("synthetic").synthetic
+    assert not sources.FolderSource.synthetic and sources.FolderSource.yields_paths
+    assert sources.TFRecordSource.label_base == 1 and sources.TfdsSource.label_base == 0
+    for name in ("tfds:", "Demo", None):
+        with pytest.raises(ValueError, match="unknown dataset"):
+            data.dataset_info(name)
+    with pytest.raises(ValueError, match=r"synthetic: no 'test' split; available: \['train', "
+                                         r"'validation'\]"):  # fmt: skip
+        data.make_dataset("synthetic", "test", batch_size=2, training=False)
+
+
+def test_cifar10_folder_errors_name_the_layout(tmp_path):
+    # Cifar10FolderSource is a FolderSource (its __init__ runs the parent's) with CIFAR's
+    # layout in its messages and its own splits.
+    with pytest.raises(FileNotFoundError, match="needs data_dir.*test/<class>.*cifar10-jpg"):
+        data.dataset_info("cifar10_folder")
+    (tmp_path / "x").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"x/train does not exist.*x/test/<class>"):
+        data.dataset_info("cifar10_folder", str(tmp_path / "x"))
+
+
 def test_folder_errors_name_the_path(tmp_path):
     missing = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="nowhere"):

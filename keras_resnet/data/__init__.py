@@ -7,7 +7,9 @@ CIFAR-10, a generated demo set and synthetic data; the paper's augmentation and 
     for images, labels in train.take(1): ...     # float32 (64, 64, 64, 3), int32 (64,)
 
 Datasets: "demo", "imagenet_tfrecord", "folder", "cifar10", "cifar10_folder", "synthetic",
-"tfds:<name>" (sources.py says what each reads and how its splits are made).
+"tfds:<name>" (sources.py says what each reads and how its splits are made; a Source each,
+registered in sources.SOURCES). spec.py holds InputSpec, what a model's input is (image size,
+mean/std, crop fraction, class names), and each model family's defaults.
 """
 
 from keras_resnet.data.pipeline import (
@@ -33,7 +35,9 @@ from keras_resnet.data.sources import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DatasetInfo,
+    Source,
 )
+from keras_resnet.data.spec import InputSpec, family_defaults
 
 __all__ = [
     "AUGMENTATIONS",
@@ -45,13 +49,16 @@ __all__ = [
     "IMAGENET_STD",
     "MULTI_SCALE_SIDES",
     "DatasetInfo",
+    "InputSpec",
     "MAX_CONSECUTIVE_FAILURES",
     "PADDING_LABEL",
     "DataError",
     "SkipCounter",
+    "Source",
     "batches_per_epoch",
     "data_error_message",
     "dataset_info",
+    "family_defaults",
     "make_dataset",
     "multi_scale_sides",
 ]

@@ -330,9 +330,8 @@ def make_dataset(
     pipelines = input_context.num_input_pipelines if input_context else 1
     replicas_per_pipeline = max(1, replicas // pipelines)
 
-    if isinstance(source, sources.SyntheticSource):
-        if split not in ("train", "validation"):
-            raise ValueError(f"synthetic: no {split!r} split; available: ['train', 'validation']")
+    if source.synthetic:
+        source.check_split(split)
         ds = _synthetic(info, split, batch_size=batch_size, image_size=image_size,
                         training=training, eval_mode=eval_mode, input_context=input_context,
                         seed=pass_seed, drop_remainder=drop_remainder,
@@ -357,7 +356,7 @@ def make_dataset(
         fn = _image_fn(source, info, training, augmentation, eval_mode, image_size, lighting)
         counter = skipped if skipped is not None else SkipCounter()
         ds = _map_skipping(ds, fn, counter, f"{name} {split}", info.num_classes,
-                           getattr(source, "label_base", 0))  # fmt: skip
+                           source.label_base)  # fmt: skip
         if pad_batches and not training:
             padding = _sentinel_example().map(
                 lambda data, label, origin: (fn(data, origin, tf.zeros([2], tf.int64)), label))

@@ -3,17 +3,18 @@
 origin names where an example came from (its file, or file:record for TFRecords), for the
 messages about unreadable images and bad labels. Labels are passed on as read, unchecked:
 the pipeline checks them where a bad one stops the run instead of being skipped as an
-unreadable image. A source knows its classes, its split sizes and how to read a split as a
-tf.data stream of undecoded examples, sharded for the calling worker and, for training, shuffled; decoding and
-augmentation are the pipeline's job (preprocessing.py), so every source shares one decode
-path. Sources:
+unreadable image. A source (a Source, below) knows its classes, its split sizes and how to
+read a split as a tf.data stream of undecoded examples, sharded for the calling worker and,
+for training, shuffled; decoding and augmentation are the pipeline's job (preprocessing.py),
+so every source shares one decode path. get_source looks a name up in SOURCES (or
+PREFIXED_SOURCES) and loads it from data_dir. Sources:
 
   demo               the built-in generated set (demo.py), ImageNet TFRecord format
   imagenet_tfrecord  classic ImageNet TFRecord shards (train-*-of-*, validation-*-of-*)
   folder             data_dir/train/<class>/*.jpg and data_dir/val/ (or validation/, test/)
   cifar10            tensorflow-datasets cifar10, 45k/5k train/validation split, 10k test
   cifar10_folder     CIFAR-10 as JPEG class folders (train/, test/), 45k/5k split of train/
-  synthetic          random tensors (handled by the pipeline; no files)
+  synthetic          random tensors (made by the pipeline: Source.synthetic; no files)
   tfds:<name>        any tensorflow-datasets image classification set
 
 Splits: train and validation everywhere; test where a source has one apart from validation;
@@ -32,30 +33,19 @@ from typing import Optional
 
 import tensorflow as tf
 
-AUTOTUNE = tf.data.AUTOTUNE
-
-DATASETS = (
-    "demo",
-    "imagenet_tfrecord",
-    "folder",
-    "cifar10",
-    "cifar10_folder",
-    "synthetic",
-    "tfds:<name>",
+from keras_resnet.data.spec import (  # noqa: F401  (the constants are sources' public names too)
+    CIFAR10_CLASSES,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InputSpec,
+    class_placeholder_names,
+    family_defaults,
 )
 
-# Per-channel RGB statistics on the 0..255 scale.
-IMAGENET_MEAN = (123.675, 116.28, 103.53)  # (0.485, 0.456, 0.406) x 255
-IMAGENET_STD = (58.395, 57.12, 57.375)  # (0.229, 0.224, 0.225) x 255
-# Over the 50,000 CIFAR-10 training images (the usual 0.4914, 0.4822, 0.4465 and
-# 0.2470, 0.2435, 0.2616 times 255). The JPEG re-encoding in cifar10-jpg.tar.gz shifts them a
-# little (measured: mean 124.14, 122.96, 112.57; std 62.50, 61.85, 66.43): the same numbers
-# serve both, so a model moves between the two sources unchanged.
-CIFAR10_MEAN = (125.307, 122.950, 113.865)
-CIFAR10_STD = (62.993, 62.089, 66.705)
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+AUTOTUNE = tf.data.AUTOTUNE
+
 CIFAR10_VALIDATION_FRACTION = 10  # the last 1/10 of each class: 10 x 500 = the paper's 5k
 
 # The standard ILSVRC-2012 shard layout (1024 train shards, 128 validation shards), whose
@@ -101,44 +91,54 @@ class DatasetInfo:
             "trainval": self.num_trainval_examples,
         }[split]
 
+    def input_spec(self, image_size=None):
+        """The InputSpec of a model trained on this dataset at `image_size` (default: the
+        dataset's)."""
+        return InputSpec(
+            image_size=image_size or self.default_image_size,
+            mean=self.mean,
+            std=self.std,
+            center_crop_fraction=self.center_crop_fraction,
+            class_names=self.class_names,
+        )
 
-def _imagenet_like(name, class_names, num_train, num_validation, data_dir=None, image_size=224,
+
+def _imagenet_like(name, class_names, num_train, num_validation, data_dir=None, image_size=None,
                    num_test=0):  # fmt: skip
+    imagenet = family_defaults("imagenet")
     return DatasetInfo(
         name=name,
         num_classes=len(class_names),
         class_names=tuple(class_names),
         num_train_examples=num_train,
         num_validation_examples=num_validation,
-        default_image_size=image_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        default_image_size=image_size or imagenet.image_size,
+        mean=imagenet.mean,
+        std=imagenet.std,
+        center_crop_fraction=imagenet.center_crop_fraction,
         num_test_examples=num_test,
         data_dir=data_dir,
     )
 
 
 def _cifar_like(name, class_names, num_train, num_validation, num_test, data_dir=None,
-                image_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD, num_trainval=0):  # fmt: skip
+                image_size=None, mean=None, std=None, num_trainval=0):  # fmt: skip
+    cifar = family_defaults("cifar")
     return DatasetInfo(
         name=name,
         num_classes=len(class_names),
         class_names=tuple(class_names),
         num_train_examples=num_train,
         num_validation_examples=num_validation,
-        default_image_size=image_size,
-        mean=tuple(mean),
-        std=tuple(std),
-        center_crop_fraction=1.0,
+        default_image_size=image_size or cifar.image_size,
+        mean=tuple(mean or cifar.mean),
+        std=tuple(std or cifar.std),
+        center_crop_fraction=cifar.center_crop_fraction,
         default_augmentation="cifar",
         num_test_examples=num_test,
         data_dir=data_dir,
         num_trainval_examples=num_trainval,
     )
-
-
-def class_placeholder_names(num_classes):
-    return tuple(f"class_{i}" for i in range(num_classes))
 
 
 # ---------------------------------------------------------------------------------------
@@ -161,6 +161,38 @@ class ReadOptions:
         if self.input_context is None:
             return 1, 0
         return self.input_context.num_input_pipelines, self.input_context.input_pipeline_id
+
+
+class Source:
+    """A dataset: its DatasetInfo and its splits as streams of undecoded examples.
+
+    info             the DatasetInfo (classes, split sizes, mean/std, image size)
+    examples(split, options)
+                     a tf.data stream of (encoded image or file path, label, origin) for the
+                     ReadOptions; a split the source lacks raises, naming the ones it has
+    yields_paths     examples carry file paths (read by the pipeline), not encoded images
+    label_base       the labels as read minus label_base are 0-based (1 for ImageNet TFRecords)
+    synthetic        no files: the pipeline makes random tensors of info's shape instead
+    check_files(split)
+                     ValueError naming a damaged file of `split` (called after a read error)
+    load(data_dir, name)
+                     the source registered as `name`, reading data_dir (SOURCES below)
+    """
+
+    yields_paths = False
+    label_base = 0
+    synthetic = False
+    info: DatasetInfo
+
+    @classmethod
+    def load(cls, data_dir, name):
+        return cls(data_dir, name=name)
+
+    def examples(self, split, options):
+        raise NotImplementedError
+
+    def check_files(self, split):
+        """Nothing to check by default."""
 
 
 def _cycle_length():
@@ -316,17 +348,16 @@ def _check_tfrecord(path):
         )
 
 
-class TFRecordSource:
+class TFRecordSource(Source):
     """Classic ImageNet TFRecord shards: data_dir/train-*-of-*, data_dir/validation-*-of-*,
     each record a tf.train.Example with image/encoded and image/class/label (1-based,
     mapped to 0-based here). Class names come from the first of labels.txt, synsets.txt,
     imagenet_lsvrc_2015_synsets.txt found in data_dir (one per line, in label order), else
     class_0, class_1, ... for 1000 classes."""
 
-    yields_paths = False
     label_base = 1  # labels are 1-based in the files
 
-    def __init__(self, data_dir, name="imagenet_tfrecord", default_image_size=224):
+    def __init__(self, data_dir, name="imagenet_tfrecord", default_image_size=None):
         if not data_dir:
             raise FileNotFoundError(
                 f"{name} needs data_dir: a folder of TFRecord shards train-*-of-* and "
@@ -392,6 +423,18 @@ class TFRecordSource:
                       or options.deterministic)  # fmt: skip
 
 
+class DemoSource(TFRecordSource):
+    """The built-in generated set (demo.py), written on first use into data_dir (default: the
+    cache folder) in the ImageNet TFRecord format."""
+
+    @classmethod
+    def load(cls, data_dir, name):
+        from keras_resnet.data import demo
+
+        return cls(demo.ensure_demo(data_dir), name=name,
+                   default_image_size=demo.DEFAULT_IMAGE_SIZE)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------
 # Class folders.
 
@@ -427,25 +470,26 @@ def _list_class_folder(root, class_names=None):
     return class_names, items
 
 
-class FolderSource:
+class FolderSource(Source):
     """data_dir/train/<class>/*.{jpg,jpeg,png} and the first of data_dir/val, validation,
     test in the same layout; classes are the train/ folder names, sorted; label i is the
     i-th name. A .tar/.tar.gz data_dir is extracted into the cache first."""
 
     yields_paths = True
+    # What data_dir holds, for the messages: {d} is data_dir.
+    layout = "{d}/train/<class>/*.jpg"
+    needs = "a folder with train/<class>/*.jpg (and val/<class>/...)"
 
     def __init__(self, data_dir, name="folder"):
         if not data_dir:
-            raise FileNotFoundError(
-                f"{name} needs data_dir: a folder with train/<class>/*.jpg (and val/<class>/...)"
-            )
+            raise FileNotFoundError(f"{name} needs data_dir: {self.needs}")
         data_dir = resolve_archive(data_dir)
         if not tf.io.gfile.isdir(data_dir):
             raise FileNotFoundError(f"{name}: data_dir {data_dir} does not exist")
         train = os.path.join(data_dir, "train")
         if not tf.io.gfile.isdir(train):
             raise FileNotFoundError(
-                f"{name}: {train} does not exist; expected {data_dir}/train/<class>/*.jpg"
+                f"{name}: {train} does not exist; expected {self.layout.format(d=data_dir)}"
             )
         self.data_dir = data_dir
         class_names, train_items = _list_class_folder(train)
@@ -454,19 +498,23 @@ class FolderSource:
                 f"{name}: {train} has {len(class_names)} class folder(s) {list(class_names)}; "
                 "expected at least 2 (one folder per class)"
             )
-        self.items = {"train": train_items}
-        self.split_dirs = {"train": train}
-        for folder in VALIDATION_FOLDERS:
-            path = os.path.join(data_dir, folder)
-            if tf.io.gfile.isdir(path):
-                self.items["validation"] = _list_class_folder(path, class_names)[1]
-                self.split_dirs["validation"] = path
-                break
-        self._make_info(name, class_names)
+        self.items = self._splits(class_names, train_items)
+        self.info = self._info(name, class_names)
 
-    def _make_info(self, name, class_names):
+    def _splits(self, class_names, train_items):
+        """{split: [(path, label)]}: train/ as train, the first validation folder found as
+        validation."""
+        items = {"train": train_items}
+        for folder in VALIDATION_FOLDERS:
+            path = os.path.join(self.data_dir, folder)
+            if tf.io.gfile.isdir(path):
+                items["validation"] = _list_class_folder(path, class_names)[1]
+                break
+        return items
+
+    def _info(self, name, class_names):
         counts = len(self.items["train"]), len(self.items.get("validation", ()))
-        self.info = _imagenet_like(name, class_names, *counts, data_dir=self.data_dir)
+        return _imagenet_like(name, class_names, *counts, data_dir=self.data_dir)
 
     def examples(self, split, options):
         if split not in self.items:
@@ -484,48 +532,43 @@ class Cifar10FolderSource(FolderSource):
     5,000) are validation, the rest train. Splits: train (45k), validation (5k), trainval (all
     50k, in file order), test (10k)."""
 
+    layout = "{d}/train/<class>/*.jpg and {d}/test/<class>/*.jpg"
+    needs = (
+        "a folder (or .tar.gz) with train/<class>/*.jpg and test/<class>/*.jpg, like "
+        "cifar10-jpg.tar.gz"
+    )
+
     def __init__(self, data_dir, name="cifar10_folder"):
-        if not data_dir:
-            raise FileNotFoundError(
-                f"{name} needs data_dir: a folder (or .tar.gz) with train/<class>/*.jpg and "
-                "test/<class>/*.jpg, like cifar10-jpg.tar.gz"
-            )
-        data_dir = resolve_archive(data_dir)
-        if not tf.io.gfile.isdir(os.path.join(data_dir or "", "train")):
-            raise FileNotFoundError(
-                f"{name}: {os.path.join(data_dir, 'train')} does not exist; expected "
-                f"{data_dir}/train/<class>/*.jpg and {data_dir}/test/<class>/*.jpg"
-            )
-        self.data_dir = data_dir
-        class_names, items = _list_class_folder(os.path.join(data_dir, "train"))
-        if len(class_names) < 2:
-            raise ValueError(
-                f"{name}: {data_dir}/train has {len(class_names)} class folder(s); expected "
-                "at least 2"
-            )
+        super().__init__(data_dir, name=name)
+
+    def _splits(self, class_names, train_items):
         by_class = {}
-        for path, label in items:  # already sorted by class, then file name
+        for path, label in train_items:  # already sorted by class, then file name
             by_class.setdefault(label, []).append((path, label))
         cut = {label: len(c) - len(c) // CIFAR10_VALIDATION_FRACTION
                for label, c in by_class.items()}  # fmt: skip
-        self.items = {
+        items = {
             "train": [item for label, c in by_class.items() for item in c[: cut[label]]],
             "validation": [item for label, c in by_class.items() for item in c[cut[label]:]],
-            "trainval": items,
+            "trainval": train_items,
         }  # fmt: skip
-        test = os.path.join(data_dir, "test")
+        test = os.path.join(self.data_dir, "test")
         if tf.io.gfile.isdir(test):
-            self.items["test"] = _list_class_folder(test, class_names)[1]
-        self.info = _cifar_like(name, class_names, len(self.items["train"]),
-                                len(self.items["validation"]), len(self.items.get("test", ())),
-                                data_dir=data_dir, num_trainval=len(items))  # fmt: skip
+            items["test"] = _list_class_folder(test, class_names)[1]
+        return items
+
+    def _info(self, name, class_names):
+        counts = {split: len(items) for split, items in self.items.items()}
+        return _cifar_like(name, class_names, counts["train"], counts["validation"],
+                           counts.get("test", 0), data_dir=self.data_dir,
+                           num_trainval=counts["trainval"])  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
 # tensorflow-datasets.
 
 
-class TfdsSource:
+class TfdsSource(Source):
     """Any tensorflow-datasets image classification set, read without decoding (the pipeline
     decodes). `tfds_name` may carry a config and version ("imagenette/320px-v2"). Splits:
     train; validation (the dataset's validation split, else its test split); test (where
@@ -538,7 +581,7 @@ class TfdsSource:
     the first 45,000 images of tfds's train split, validation the last 5,000, trainval all
     50,000, test tfds's test split."""
 
-    yields_paths = False
+    PREFIX = "tfds:"
 
     def __init__(self, tfds_name, data_dir=None, name=None, cifar_split=False):
         import tensorflow_datasets as tfds  # slow to import; only when asked for
@@ -620,7 +663,7 @@ class TfdsSource:
                 IMAGENET_MEAN, IMAGENET_STD)  # fmt: skip
             self.info = _cifar_like(name, class_names, counts["train"], counts.get("validation", 0),
                                     counts.get("test", 0), data_dir=data_dir,
-                                    image_size=shape[0] if small else 32, mean=stats[0],
+                                    image_size=shape[0] if small else None, mean=stats[0],
                                     std=stats[1], num_trainval=counts.get("trainval", 0))  # fmt: skip
         else:
             self.info = dataclasses.replace(
@@ -628,6 +671,14 @@ class TfdsSource:
                                data_dir=data_dir, num_test=counts.get("test", 0)),
                 num_trainval_examples=counts.get("trainval", 0))  # fmt: skip
         self._num_shards = {}
+
+    @classmethod
+    def load(cls, data_dir, name):
+        """"tfds:<name>": that tensorflow-datasets set; "cifar10": tfds cifar10 with the
+        paper's split."""
+        if name == "cifar10":
+            return cls("cifar10", data_dir, name=name, cifar_split=True)
+        return cls(name[len(cls.PREFIX):], data_dir, name=name)
 
     def _shards(self, tfds_split):
         try:
@@ -673,18 +724,42 @@ class TfdsSource:
 # Synthetic data: no files; the pipeline makes the tensors.
 
 
-class SyntheticSource:
+class SyntheticSource(Source):
     """Random images and labels of ImageNet's shape and size, made on the fly: a throughput
-    benchmark of everything after the input pipeline."""
+    benchmark of everything after the input pipeline. Splits: train and validation."""
 
-    yields_paths = False
+    synthetic = True
+    splits = ("train", "validation")
 
-    def __init__(self, num_classes=1000):
-        self.info = _imagenet_like("synthetic", class_placeholder_names(num_classes),
+    def __init__(self, num_classes=1000, name="synthetic"):
+        self.info = _imagenet_like(name, class_placeholder_names(num_classes),
                                    IMAGENET_TRAIN_EXAMPLES, IMAGENET_VALIDATION_EXAMPLES)  # fmt: skip
+
+    @classmethod
+    def load(cls, data_dir, name):
+        return cls(name=name)  # no files
+
+    def check_split(self, split):
+        if split not in self.splits:
+            raise ValueError(
+                f"{self.info.name}: no {split!r} split; available: {list(self.splits)}"
+            )
 
 
 # ---------------------------------------------------------------------------------------
+# The registry: dataset name -> the classmethod that makes its source from data_dir.
+
+SOURCES = {
+    "demo": DemoSource.load,
+    "imagenet_tfrecord": TFRecordSource.load,
+    "folder": FolderSource.load,
+    "cifar10": TfdsSource.load,
+    "cifar10_folder": Cifar10FolderSource.load,
+    "synthetic": SyntheticSource.load,
+}
+# Names that start with a prefix, followed by a name the source looks up itself.
+PREFIXED_SOURCES = {TfdsSource.PREFIX: TfdsSource.load}
+DATASETS = (*SOURCES, *(f"{prefix}<name>" for prefix in PREFIXED_SOURCES))
 
 
 def unknown_dataset(name):
@@ -694,28 +769,20 @@ def unknown_dataset(name):
     )
 
 
+def _loader(name):
+    if isinstance(name, str):
+        if name in SOURCES:
+            return SOURCES[name]
+        for prefix, load in PREFIXED_SOURCES.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                return load
+    raise unknown_dataset(name)
+
+
 @functools.lru_cache(maxsize=32)
 def get_source(name, data_dir=None):
-    """The source object for a dataset name (cached: folders are listed once per process)."""
-    if not isinstance(name, str):
-        raise unknown_dataset(name)
+    """The Source for a dataset name (cached: folders are listed once per process)."""
+    load = _loader(name)
     if data_dir is not None:
         data_dir = os.fspath(data_dir)
-    if name == "demo":
-        from keras_resnet.data import demo
-
-        return TFRecordSource(demo.ensure_demo(data_dir), name="demo",
-                              default_image_size=demo.DEFAULT_IMAGE_SIZE)  # fmt: skip
-    if name == "imagenet_tfrecord":
-        return TFRecordSource(data_dir)
-    if name == "folder":
-        return FolderSource(data_dir)
-    if name == "cifar10_folder":
-        return Cifar10FolderSource(data_dir)
-    if name == "cifar10":
-        return TfdsSource("cifar10", data_dir, name="cifar10", cifar_split=True)
-    if name == "synthetic":
-        return SyntheticSource()
-    if name.startswith("tfds:") and len(name) > len("tfds:"):
-        return TfdsSource(name[len("tfds:"):], data_dir)
-    raise unknown_dataset(name)
+    return load(data_dir, name)

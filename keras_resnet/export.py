@@ -61,7 +61,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet import models, runs
-from keras_resnet.data import preprocessing
+from keras_resnet.data import preprocessing, spec
 
 DEFAULT_TOP_K = 5
 IMAGES_SIGNATURE = "serving_default"
@@ -80,8 +80,6 @@ DEFAULT_WARMUP_BATCH_SIZES = (1, 8)
 MAX_WARMUP_RECORDS = 1000  # TensorFlow Serving refuses to load a model with more
 ONNX_FILE = "model.onnx"
 TFLITE_FILE = "model.tflite"
-# ImageNet-like evaluation keeps 224/256 of the shorter side; CIFAR images are the crop.
-CROP_FRACTIONS = {"imagenet": 0.875, "cifar": 1.0}
 _VERSION = re.compile(r"^[0-9]+$")
 
 
@@ -98,20 +96,6 @@ def float32_policy():
         yield
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-def default_crop_fraction(config):
-    """The run's evaluation crop fraction: run.json's `center_crop_fraction` where it records
-    one; else the dataset's kind (1 for CIFAR-10, 0.875 for the ImageNet-like sets); else the
-    model family's."""
-    if config.get("center_crop_fraction") is not None:
-        return float(config["center_crop_fraction"])
-    dataset = str(config.get("dataset") or "")
-    if dataset in ("cifar10", "cifar10_folder") or dataset.startswith("tfds:cifar"):
-        return CROP_FRACTIONS["cifar"]
-    if dataset in ("demo", "imagenet_tfrecord", "folder", "synthetic"):
-        return CROP_FRACTIONS["imagenet"]
-    return CROP_FRACTIONS[models.family(config["model"])]
 
 
 def check_finite(model, source):
@@ -609,9 +593,9 @@ def export_run(
     tflite=False,
     warmup_batch_sizes=DEFAULT_WARMUP_BATCH_SIZES,
 ):
-    """Exports a training run's model from `checkpoint` (default: the run's latest).
-
-    Returns the path of the version folder written."""
+    """Exports a training run's model from `checkpoint` (default: the run's latest), with the
+    input spec its run.json records (runs.input_spec); crop_fraction overrides the recorded
+    center_crop_fraction. Returns the path of the version folder written."""
     _version_path(os.path.abspath(os.fspath(output)), version)  # fail before the work
     if checkpoint is not None and not tf.io.gfile.exists(os.fspath(checkpoint) + ".index"):
         raise FileNotFoundError(
@@ -620,14 +604,15 @@ def export_run(
         )
     with float32_policy():
         model, config, path = runs.restore_model(model_dir, checkpoint=checkpoint)
+    inputs = runs.input_spec(config).replace(center_crop_fraction=crop_fraction or None)
     return export_model(
         model,
         output,
-        mean=config["mean"],
-        std=config["std"],
-        class_names=config["class_names"],
-        image_size=config["image_size"],
-        crop_fraction=crop_fraction or default_crop_fraction(config),
+        mean=inputs.mean,
+        std=inputs.std,
+        class_names=inputs.class_names,
+        image_size=inputs.image_size,
+        crop_fraction=inputs.center_crop_fraction,
         top_k=top_k,
         version=version,
         onnx=onnx,
@@ -672,35 +657,28 @@ def export_weights(
 ):
     """Exports a model built by name with a Keras weights file, without a training run.
 
-    Defaults follow the model's family: ImageNet nets 224x224, 1000 classes, ImageNet
-    mean/std, crop fraction 0.875; CIFAR nets 32x32, 10 classes, CIFAR-10 mean/std, crop
-    fraction 1. Class names come from `class_names` or `class_names_file` (one per line),
-    else "class_0", "class_1", ... Returns the path of the version folder written."""
-    from keras_resnet.data import sources
-
+    Defaults follow the model's family (keras_resnet.data.spec.family_defaults): ImageNet
+    nets 224x224, 1000 classes, ImageNet mean/std, crop fraction 0.875; CIFAR nets 32x32, 10
+    classes, CIFAR-10 mean/std, crop fraction 1. Class names come from `class_names` or
+    `class_names_file` (one per line), else "class_0", "class_1", ... Returns the path of
+    the version folder written."""
     name = models.canonical_name(model_name)
-    family = models.family(name)
+    defaults = spec.family_defaults(models.family(name))
     if class_names is None and class_names_file is not None:
         class_names = read_class_names(class_names_file)
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}")
-    if num_classes is None:
-        num_classes = (
-            len(class_names) if class_names is not None else (1000 if family == "imagenet" else 10)
-        )
     if class_names is None:
-        class_names = sources.class_placeholder_names(num_classes)
-    image_size = image_size or (224 if family == "imagenet" else 32)
-    if family == "imagenet":
-        default_mean, default_std = sources.IMAGENET_MEAN, sources.IMAGENET_STD
-    else:
-        default_mean, default_std = sources.CIFAR10_MEAN, sources.CIFAR10_STD
+        class_names = spec.class_placeholder_names(num_classes or defaults.num_classes)
+    inputs = defaults.replace(image_size=image_size, mean=mean or None, std=std or None,
+                              center_crop_fraction=crop_fraction or None,
+                              class_names=class_names)  # fmt: skip
     _version_path(os.path.abspath(os.fspath(output)), version)  # fail before the work
     with float32_policy():
         model = models.build(
             name,
-            classes=num_classes,
-            input_shape=(image_size, image_size, 3),
+            classes=inputs.num_classes,
+            input_shape=(inputs.image_size, inputs.image_size, 3),
             classifier_activation=None,
             weights=weights,
             **(model_options or {}),
@@ -708,11 +686,11 @@ def export_weights(
     return export_model(
         model,
         output,
-        mean=mean or default_mean,
-        std=std or default_std,
-        class_names=class_names,
-        image_size=image_size,
-        crop_fraction=crop_fraction or CROP_FRACTIONS[family],
+        mean=inputs.mean,
+        std=inputs.std,
+        class_names=inputs.class_names,
+        image_size=inputs.image_size,
+        crop_fraction=inputs.center_crop_fraction,
         top_k=top_k,
         version=version,
         onnx=onnx,

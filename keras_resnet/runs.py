@@ -8,9 +8,10 @@
     <model_dir>/events.out.tfevents.hparams-*   TensorBoard HParams (keras_resnet.hparams)
 
 run.json holds: model (a public name, e.g. "resnet50"), model_options (builder keyword
-arguments such as shortcut or stride_position), num_classes, class_names, image_size,
-mean and std (per-channel RGB on the 0..255 scale: the model's input is (image - mean) / std),
-center_crop_fraction (evaluation keeps this much of the shorter side), dataset, data_dir, and
+arguments such as shortcut or stride_position), the model's input spec (InputSpec.record():
+num_classes, class_names, image_size, mean and std (per-channel RGB on the 0..255 scale: the
+model's input is (image - mean) / std), center_crop_fraction (evaluation keeps this much of the
+shorter side); input_spec(config) reads it back), dataset, data_dir, and
 the trainer's flags under "flags" as typed values (keras_resnet.hparams.flags_record: numbers,
 bools, strings, null, lists), from which read_train_config rebuilds the run's TrainConfig.
 """
@@ -22,7 +23,8 @@ import tempfile
 import tensorflow as tf
 
 from keras_resnet import hparams
-from keras_resnet.models import build
+from keras_resnet.data.spec import InputSpec
+from keras_resnet.models import build, family
 
 RUN_FILE = "run.json"
 FLAGS_FILE = "flags.txt"  # the run's settings as an absl flagfile (hparams.flagfile_text)
@@ -92,6 +94,12 @@ def read_run_config(model_dir):
     if missing:
         raise ValueError(f"{path} lacks the keys {missing}")
     return config
+
+
+def input_spec(config):
+    """The InputSpec that run.json `config` records. Runs written before run.json recorded
+    center_crop_fraction take their model family's (keras_resnet.data.spec.family_defaults)."""
+    return InputSpec.from_record(config, family(config["model"]))
 
 
 def read_train_config(model_dir):

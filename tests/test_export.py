@@ -24,21 +24,21 @@ import tensorflow as tf
 import keras_resnet.models
 from keras_resnet import export, runs
 from keras_resnet.data import demo, preprocessing, sources
+from keras_resnet.data import spec as spec_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_POINT = os.path.join(REPO, "export", "saved_model.py")
 SIZE = 32
-# The demo set is ImageNet-like: evaluation keeps the central 0.875 of the shorter side.
+# The demo set is ImageNet-like: evaluation keeps the central 0.875 of the shorter side, as
+# the run.json the trainer writes records.
 RUN_CONFIG = dict(
     model="resnet20",
     model_options={},
-    num_classes=10,
-    class_names=list(demo.CLASS_NAMES),
-    image_size=SIZE,
-    mean=list(sources.IMAGENET_MEAN),
-    std=list(sources.IMAGENET_STD),
+    **spec_lib.InputSpec(SIZE, sources.IMAGENET_MEAN, sources.IMAGENET_STD, 0.875,
+                         demo.CLASS_NAMES).record(),  # fmt: skip
     dataset="demo",
 )
+assert RUN_CONFIG["center_crop_fraction"] == 0.875 and RUN_CONFIG["num_classes"] == 10
 
 
 def make_run(model_dir, precision="float32", strategy=None, seed=0):
@@ -998,12 +998,32 @@ def test_missing_run_and_checkpoint_are_clear_errors(run_dir, tmp_path):
     assert not os.path.exists(tmp_path / "serving" / "1")
 
 
-def test_crop_fraction_follows_the_run():
-    # run.json's center_crop_fraction (written by the trainer) wins; older runs fall back on
-    # the dataset's kind, then the model family.
-    assert export.default_crop_fraction(dict(RUN_CONFIG, center_crop_fraction=0.8)) == 0.8
-    assert export.default_crop_fraction(dict(RUN_CONFIG, dataset="cifar10")) == 1.0
-    assert export.default_crop_fraction(dict(RUN_CONFIG, dataset="demo")) == 0.875
-    assert export.default_crop_fraction(dict(RUN_CONFIG, dataset="tfds:x")) == 1.0  # resnet20
-    resnet50 = dict(RUN_CONFIG, dataset="tfds:x", model="resnet50")
-    assert export.default_crop_fraction(resnet50) == 0.875
+def test_input_spec_follows_the_run():
+    # run.json's input spec (written by the trainer) wins; runs written before run.json
+    # recorded center_crop_fraction take the model family's. Dataset names are not read.
+    spec = runs.input_spec(RUN_CONFIG)
+    assert spec.image_size == SIZE and spec.mean == tuple(sources.IMAGENET_MEAN)
+    assert spec.class_names == tuple(demo.CLASS_NAMES) and spec.num_classes == 10
+    assert spec.center_crop_fraction == 0.875
+    assert spec.record() == {key: RUN_CONFIG[key] for key in spec.record()}
+    assert runs.input_spec(dict(RUN_CONFIG, center_crop_fraction=0.8)).center_crop_fraction == 0.8
+    old = {key: value for key, value in RUN_CONFIG.items() if key != "center_crop_fraction"}
+    assert runs.input_spec(old).center_crop_fraction == 1.0  # resnet20: the CIFAR family
+    assert runs.input_spec(dict(old, dataset="cifar10")).center_crop_fraction == 1.0
+    resnet50 = dict(old, model="resnet50")
+    assert runs.input_spec(resnet50).center_crop_fraction == 0.875
+
+
+def test_family_defaults_are_the_datasets():
+    # One place for the per-family defaults, and the datasets of each family agree with it.
+    imagenet, cifar = spec_lib.family_defaults("imagenet"), spec_lib.family_defaults("cifar")
+    assert (imagenet.image_size, imagenet.num_classes, imagenet.center_crop_fraction) == (
+        224, 1000, 0.875)  # fmt: skip
+    assert (cifar.image_size, cifar.num_classes, cifar.center_crop_fraction) == (32, 10, 1.0)
+    synthetic = sources.get_source("synthetic").info.input_spec()
+    assert synthetic == imagenet
+    assert imagenet.mean == sources.IMAGENET_MEAN and cifar.std == sources.CIFAR10_STD
+    with pytest.raises(ValueError, match="unknown model family 'mnist'"):
+        spec_lib.family_defaults("mnist")
+    with pytest.raises(ValueError, match=r"crop_fraction must be in \(0, 1\]"):
+        imagenet.replace(center_crop_fraction=1.5)

@@ -854,8 +854,7 @@ def _prepare_run(config, info, image_size, train_split, eval_split, is_chief, lo
         raise ValueError(f"--model_dir: {config.model_dir} is a file, not a folder")
     run_config = dict(
         model=canonical_name(config.model), model_options=dict(config.model_options),
-        num_classes=info.num_classes, class_names=list(info.class_names), image_size=image_size,
-        mean=list(info.mean), std=list(info.std), center_crop_fraction=info.center_crop_fraction,
+        **info.input_spec(image_size).record(),  # num_classes, class_names, image_size, ...
         dataset=config.dataset, train_split=train_split, eval_split=eval_split,
         data_dir=config.data_dir, model_dir=config.model_dir, flags=hparams.flags_record(config),
     )  # fmt: skip

@@ -39,16 +39,12 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "trainers"))
-
-import common  # noqa: E402  (the trainers' recipes)
 
 KINDS = ("applications_fit", "keras_resnet_fit", "trainer")
 APPLICATIONS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
-RECIPES = {"imagenet": common.IMAGENET_RECIPE, "cifar": common.CIFAR10_RECIPE}
 # Per family: batch, image size, warm-up and timed steps, chosen for about 10 minutes on 2
 # CPU cores with the default 2 rounds (docs/performance.md: 599 s); steps per execution and
-# the learning rate's reference batch are the trainers' (RECIPES).
+# the learning rate's reference batch are the trainers' (keras_resnet.recipes.FAMILIES).
 FAMILY_DEFAULTS = {
     "imagenet": dict(batch_size=32, image_size=224, warmup_steps=1, steps=2),
     "cifar": dict(batch_size=128, image_size=32, warmup_steps=10, steps=20),
@@ -58,11 +54,11 @@ RESULT_PREFIX = "RESULT "
 
 def settings(args, model):
     """The flags for `model`, family defaults filling in what was not given."""
-    from keras_resnet import models
+    from keras_resnet import models, recipes
 
     family = models.family(model)
     chosen = dict(FAMILY_DEFAULTS[family],
-                  steps_per_execution=RECIPES[family]["steps_per_execution"])  # fmt: skip
+                  steps_per_execution=recipes.FAMILIES[family]["steps_per_execution"])  # fmt: skip
     for name in chosen:
         if getattr(args, name) is not None:
             chosen[name] = getattr(args, name)
@@ -79,7 +75,7 @@ def settings(args, model):
 
 
 def train_config(s, model_dir):
-    from keras_resnet import training
+    from keras_resnet import recipes, training
 
     return training.TrainConfig(
         model_dir=model_dir,
@@ -88,7 +84,7 @@ def train_config(s, model_dir):
         image_size=s["image_size"],
         batch_size=s["batch_size"],
         train_steps=s["warmup_steps"] + s["steps"],
-        lr_reference_batch=RECIPES[s["family"]]["lr_reference_batch"],
+        lr_reference_batch=recipes.FAMILIES[s["family"]]["lr_reference_batch"],
         mixed_precision=s["precision"],
         jit_compile=s["jit_compile"],
         steps_per_execution=s["steps_per_execution"],

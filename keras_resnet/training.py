@@ -31,17 +31,17 @@ import tensorflow as tf
 from keras_resnet import data as data_lib
 from keras_resnet import hparams, plan, runs
 from keras_resnet.models import canonical_name
+from keras_resnet.recipes import IMAGENET as _PAPER
+from keras_resnet.recipes import (  # noqa: F401  (the choices of TrainConfig's fields)
+    EVAL_MODES,
+    FINAL_SPLITS,
+    JIT_MODES,
+    PRECISIONS,
+    SCHEDULES,
+    STRATEGIES,
+)
 
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-SCHEDULES = ("step", "cosine")
-JIT_MODES = ("auto", "on", "off")
-EVAL_MODES = ("center", "ten_crop")
 MAX_IMAGE_SIZE = 2048
-# What a run trains on and evaluates, by --final_split: "validation" holds a split out of the
-# training data to choose a schedule; "test" trains on every training image and reports the
-# test set, as the paper's final CIFAR-10 numbers (Table 6) do.
-FINAL_SPLITS = {"validation": ("train", "validation"), "test": ("trainval", "test")}
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,7 +52,7 @@ class TrainingDiverged(RuntimeError):
 class TrainConfig:
     """Everything a run needs; each field but lr_decay_factor and model_options (the
     --shortcut, --stride_position and --bn_synchronized flags) is a trainer flag of the
-    same name."""
+    same name. The paper's numbers default to the ImageNet recipe's (keras_resnet.recipes)."""
 
     model_dir: str
     model: str = "resnet50"
@@ -60,20 +60,22 @@ class TrainConfig:
     dataset: str = "demo"
     data_dir: Optional[str] = None
     image_size: Optional[int] = None  # None: the dataset's default (224, or 32 for CIFAR)
-    batch_size: int = 256  # global, across all replicas
-    epochs: float = 90.0
+    batch_size: int = _PAPER["batch_size"]  # global, across all replicas
+    epochs: float = _PAPER["epochs"]
     train_steps: Optional[int] = None  # overrides epochs
-    base_learning_rate: float = 0.1  # at a batch of lr_reference_batch; scaled linearly
-    lr_reference_batch: int = 256  # the paper: 0.1 at 256 on ImageNet, 0.1 at 128 on CIFAR
+    # At a batch of lr_reference_batch, scaled linearly; the paper: 0.1 at 256 on ImageNet,
+    # 0.1 at 128 on CIFAR.
+    base_learning_rate: float = _PAPER["base_learning_rate"]
+    lr_reference_batch: int = _PAPER["lr_reference_batch"]
     lr_schedule: str = "step"
-    lr_decay_epochs: tuple = (30, 60)
+    lr_decay_epochs: tuple = _PAPER["lr_decay_epochs"]
     lr_decay_steps: Optional[tuple] = None  # overrides lr_decay_epochs
     lr_decay_factor: float = 0.1
     warmup_epochs: float = 0.0  # linear warm-up from 0 to the peak rate
     warm_start_learning_rate: Optional[float] = None  # held for warm_start_steps (ResNet-110)
     warm_start_steps: int = 0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    momentum: float = _PAPER["momentum"]
+    weight_decay: float = _PAPER["weight_decay"]
     label_smoothing: float = 0.0
     augmentation: Optional[str] = None  # None: the dataset's recipe ("cifar" for CIFAR-10)
     lighting: bool = False

@@ -19,7 +19,7 @@ from absl import flags
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from keras_resnet import hparams, runs, training
+from keras_resnet import hparams, recipes, runs, training
 from keras_resnet.data import preprocessing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +60,7 @@ def run(script, *args, env=None):
 
 def defined(recipe, exclude=()):
     flag_values = flags.FlagValues()
-    common.define_flags(flag_values, exclude=exclude, **recipe)
+    common.define_flags(flag_values, recipe, exclude=exclude)
     return flag_values
 
 
@@ -103,10 +103,10 @@ def test_help_lists_every_flag_with_its_default(script):
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout
     if script == COMPARE:
-        names = set(defined(common.CIFAR10_RECIPE, COMPARE_EXCLUDES)) | {"models", "experiment_dir",
+        names = set(defined(recipes.CIFAR10, COMPARE_EXCLUDES)) | {"models", "experiment_dir",
                                                                          "responses"}
     else:
-        names = set(defined(common.IMAGENET_RECIPE))
+        names = set(defined(recipes.IMAGENET))
     missing = [n for n in sorted(names) if f"--{n}:" not in text and f"--[no]{n}:" not in text]
     assert not missing, f"{script} --help lacks {missing}"
     for excluded in COMPARE_EXCLUDES if script == COMPARE else ():
@@ -121,7 +121,7 @@ def test_flag_table_in_the_docs_is_generated_from_the_definitions():
         text = f.read()
     assert common.replace_generated(text, common.flags_markdown()) == text, (
         "docs/training.md's flag table is stale: run python trainers/common.py docs/training.md")
-    for name in defined(common.IMAGENET_RECIPE):
+    for name in defined(recipes.IMAGENET):
         assert f"`--{name}`" in text or f"`--[no]{name}`" in text
 
 
@@ -208,10 +208,10 @@ def test_run_json_flags_round_trip_to_the_same_config(tmp_path):
     assert "# lr_decay_factor=0.5 has no flag" in text
     flagfile = tmp_path / "flags.txt"
     flagfile.write_text(text)
-    for recipe in (common.IMAGENET_RECIPE, common.CIFAR10_RECIPE):
+    for recipe in (recipes.IMAGENET, recipes.CIFAR10):
         flag_values = defined(recipe)
         flag_values(["trainer", f"--flagfile={flagfile}"])
-        again = common.config_from_flags(training, flag_values)
+        again = common.config_from_flags(training, recipe, flag_values)
         assert again == dataclasses.replace(config, lr_decay_factor=0.1)
 
 
@@ -258,9 +258,9 @@ def test_trainer_run_is_quiet_and_records_typed_flags_and_hparams_at_the_run_roo
     assert record["checkpoint_every_steps"] is None and "None" not in json.dumps(record)
     config = runs.read_train_config(model_dir)
     assert (config.final_split, config.train_steps, config.data_dir) == ("test", 2, data_dir)
-    flag_values = defined(common.IMAGENET_RECIPE)  # the other trainer's defaults
+    flag_values = defined(recipes.IMAGENET)  # the other trainer's defaults
     flag_values(["trainer", f"--flagfile={model_dir}/{runs.FLAGS_FILE}"])
-    assert common.config_from_flags(training, flag_values) == config
+    assert common.config_from_flags(training, recipes.IMAGENET, flag_values) == config
 
 
 def test_comparison_is_quiet_and_its_hparams_show_one_row_per_model(tmp_path):

@@ -223,10 +223,10 @@ def test_resnet110_gets_the_papers_warm_start_in_every_trainer(tmp_path):
         "import sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]\n"
         "import common\n"
         "from absl import flags\n"
-        "from keras_resnet import training\n"
-        "common.define_flags(**common.CIFAR10_RECIPE)\n"
+        "from keras_resnet import recipes, training\n"
+        "common.define_flags(recipe=recipes.CIFAR10)\n"
         "flags.FLAGS(sys.argv)\n"
-        "c = common.config_from_flags(training)\n"
+        "c = common.config_from_flags(training, recipes.CIFAR10)\n"
         "print(c.warm_start_learning_rate, c.warm_start_steps)\n"
     )
 

@@ -4,22 +4,25 @@
     python trainers/cifar10.py --dataset=cifar10_folder --data_dir=/path/cifar10-jpg ...
     python trainers/cifar10.py --flagfile=runs/resnet56/flags.txt    # a run's own settings
 
-Defaults are the paper's recipe: batch 128, learning rate 0.1 divided by 10 at 32k and 48k
-iterations, 64k iterations, weight decay 1e-4, momentum 0.9, a 45k/5k train/validation split,
-4-pixel padding with random 32x32 crops and flips. ResNet-110 starts at 0.01 for 400
-iterations, as the paper does. Flags: below, and docs/training.md.
+Defaults are the paper's recipe (keras_resnet.recipes.CIFAR10): batch 128, learning rate 0.1
+divided by 10 at 32k and 48k iterations, 64k iterations, weight decay 1e-4, momentum 0.9, a
+45k/5k train/validation split, 4-pixel padding with random 32x32 crops and flips. ResNet-110
+starts at 0.01 for 400 iterations, as the paper does. Flags: below, and docs/training.md.
 """
 
 from absl import app, flags
 
 import common
+from common import recipes
 
-common.define_flags(**common.CIFAR10_RECIPE)
+RECIPE = recipes.CIFAR10
+
+common.define_flags(recipe=RECIPE)
 flags.adopt_module_key_flags(common)
 
 
 def main(argv):
-    common.run(argv)  # ResNet-110's warm start: common.warm_start_for
+    common.run(argv, RECIPE)  # ResNet-110's warm start: recipes.warm_start_for
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The flags shared by every trainer, their checks, and the main() that turns them into a run.
 
-Each trainer (imagenet.py, cifar10.py, compare.py) only sets its defaults; every flag maps
-one-to-one to a field of keras_resnet.training.TrainConfig, or chooses the strategy or an
-output. Until training starts this module needs only absl: `--help` answers at once, flag and
+Each trainer (imagenet.py, cifar10.py, compare.py) names its recipe (keras_resnet.recipes),
+which gives its flags' defaults; every flag maps one-to-one to a field of
+keras_resnet.training.TrainConfig, or chooses the strategy or an output, and a run is the
+recipe with the flags the user gave in its place. Until training starts this module needs
+only absl and keras_resnet/recipes.py: `--help` answers at once, flag and
 path errors are one line (`error: --flag...`) before TensorFlow is imported, and TensorFlow's
 start-up lines are hidden unless --verbose (import_quietly).
 
@@ -13,6 +15,7 @@ start-up lines are hidden unless --verbose (import_quietly).
 import contextlib
 import dataclasses
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -23,40 +26,56 @@ from absl import flags
 from absl import logging as absl_logging
 
 # Importable from a source checkout without `pip install`.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def _import_recipes():
+    """keras_resnet.recipes, without running keras_resnet/__init__.py first when the package
+    is not imported yet (it imports Keras, hence TensorFlow: seconds, and its start-up lines
+    before import_quietly can hide them). The module is registered under its own name, so
+    the package's later imports of it find this one."""
+    name = "keras_resnet.recipes"
+    if name in sys.modules or "keras_resnet" in sys.modules:
+        return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(REPO, "keras_resnet", "recipes.py"))  # fmt: skip
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+recipes = _import_recipes()
 
 FLAGS = flags.FLAGS
 
 MODEL_OPTION_FLAGS = ("shortcut", "stride_position", "bn_synchronized")
 # The flags that are no TrainConfig field: where to train and what else to write.
 RUN_FLAGS = ("strategy", "devices", "cpu_devices", "tpu", "result_file", "verbose")
-# keras_resnet.data.preprocessing.AUGMENTATIONS, plus "auto": the dataset's recipe (None).
-AUGMENTATIONS = ("auto", "paper", "inception", "cifar", "none")
+# The pipelines' augmentations, plus "auto": the dataset's recipe (None).
+AUGMENTATION_AUTO = "auto"
+AUGMENTATIONS = (AUGMENTATION_AUTO, *recipes.AUGMENTATIONS)
+# The flags whose values are lists, and the number type of their items.
+NUMBER_LISTS = {"lr_decay_epochs": float, "lr_decay_steps": int, "profile_steps": int}
 
-# The paper's two recipes as flag defaults, one place each; define_flags supplies the rest
-# (SGD momentum 0.9, weight decay 1e-4, base learning rate 0.1).
-IMAGENET_RECIPE = dict(  # section 3.4
-    model="resnet50",
-    dataset="demo",
-    batch_size=256,
-    lr_reference_batch=256,
-    epochs=120,
-    train_steps=None,
-    lr_decay_epochs=[30, 60],
-    lr_decay_steps=None,
-    augmentation="auto",  # the dataset's: the paper's scale augmentation for ImageNet
-    steps_per_execution=1,
-)
-CIFAR10_RECIPE = dict(  # section 4.2
-    model="resnet20",
-    dataset="cifar10",
-    batch_size=128,
-    lr_reference_batch=128,
-    train_steps=64000,
-    lr_decay_steps=[32000, 48000],
-    augmentation="cifar",
-    steps_per_execution=10,
-)
+
+def flag_value(name, value):
+    """A TrainConfig field's value in flag form: lists for tuples, "auto" for augmentation None."""
+    if name == "augmentation" and value is None:
+        return AUGMENTATION_AUTO
+    return list(value) if isinstance(value, tuple) else value
+
+
+def typed_value(name, value):
+    """A flag's value as its TrainConfig field takes it (the inverse of flag_value)."""
+    if name == "augmentation" and value == AUGMENTATION_AUTO:
+        return None
+    if name == "lr_decay_epochs":
+        return tuple(float(item) for item in value or ())
+    if name in NUMBER_LISTS and value is not None:
+        return tuple(NUMBER_LISTS[name](item) for item in value)
+    return value
 
 
 def _number_text(value):
@@ -150,12 +169,14 @@ def _define_number_list(kind, name, default, help, flag_values, example, optiona
                  _NumberListSerializer())  # fmt: skip
 
 
-def define_flags(flag_values=FLAGS, exclude=(), **defaults):
-    """Defines the trainer flags in `flag_values` with the recipe's defaults (keyword: flag
-    name -> default), leaving out the flags named in `exclude`."""
+def define_flags(flag_values=FLAGS, recipe=recipes.IMAGENET, exclude=()):
+    """Defines the trainer flags in `flag_values` with `recipe`'s values as defaults (those it
+    does not set: TrainConfig's defaults, the ImageNet recipe's for the paper's numbers),
+    leaving out the flags named in `exclude`."""
+    defaults = {**recipes.IMAGENET, **recipe}
 
-    def default(name, fallback):
-        return defaults.get(name, fallback)
+    def default(name, fallback=None):
+        return flag_value(name, defaults[name]) if name in defaults else fallback
 
     fv = flag_values
     definitions = []
@@ -172,31 +193,31 @@ def define_flags(flag_values=FLAGS, exclude=(), **defaults):
         definitions.append((name, lambda: _define_number_list(
             kind, name, default(name, fallback), help, fv, example, optional)))  # fmt: skip
 
-    define(flags.DEFINE_string, "model", default("model", "resnet50"),
+    define(flags.DEFINE_string, "model", default("model"),
            "Model name, e.g. resnet50, plain34, resnet56.")
-    define(flags.DEFINE_enum, "shortcut", default("shortcut", None), ["A", "B", "C"],
+    define(flags.DEFINE_enum, "shortcut", None, list(recipes.SHORTCUT_OPTIONS),
            "Shortcut option (paper section 3.3); default: the paper's choice for the depth.")
-    define(flags.DEFINE_enum, "stride_position", default("stride_position", None), ["1x1", "3x3"],
+    define(flags.DEFINE_enum, "stride_position", None, list(recipes.STRIDE_POSITIONS),
            "Bottleneck stride on the first 1x1 (the paper) or on the 3x3 ('v1.5').")
     define(flags.DEFINE_bool, "bn_synchronized", False,
            "BatchNorm statistics over all replicas' batches.")
-    define(flags.DEFINE_string, "dataset", default("dataset", "demo"),
+    define(flags.DEFINE_string, "dataset", default("dataset"),
            "demo (built in, generated), imagenet_tfrecord, folder, cifar10, cifar10_folder, "
            "synthetic, or tfds:NAME (any tensorflow-datasets image set).")
     define(flags.DEFINE_string, "data_dir", None,
            "Where the dataset lives (TFRecords, class folders, tfds data).")
     number(int, "image_size", None, "Training crop size; none: the dataset's.", optional=True)
-    number(int, "batch_size", 256, "Global batch size across all replicas.")
-    number(float, "epochs", 90, "Epochs to train (ignored if --train_steps is set).")
+    number(int, "batch_size", None, "Global batch size across all replicas.")
+    number(float, "epochs", None, "Epochs to train (ignored if --train_steps is set).")
     number(int, "train_steps", None,
            "Total iterations; overrides --epochs (none: train for --epochs).", optional=True)
-    number(float, "base_learning_rate", 0.1,
+    number(float, "base_learning_rate", None,
            "Learning rate at a batch of --lr_reference_batch, scaled linearly with --batch_size.")
-    number(int, "lr_reference_batch", 256,
+    number(int, "lr_reference_batch", None,
            "The batch size at which --base_learning_rate applies as given.")
-    define(flags.DEFINE_enum, "lr_schedule", default("lr_schedule", "step"), ["step", "cosine"],
+    define(flags.DEFINE_enum, "lr_schedule", default("lr_schedule"), list(recipes.SCHEDULES),
            "Learning-rate schedule: step (divided by 10 at the decay points) or cosine.")
-    number_list(float, "lr_decay_epochs", [30, 60],
+    number_list(float, "lr_decay_epochs", None,
                 "Epochs at which the step schedule divides the rate by 10.", "30,60")
     number_list(int, "lr_decay_steps", None,
                 "Iterations at which to divide the rate by 10; overrides --lr_decay_epochs "
@@ -206,28 +227,28 @@ def define_flags(flag_values=FLAGS, exclude=(), **defaults):
            "A small rate held for --warm_start_steps (the paper's ResNet-110 uses 0.01; none: "
            "no warm start, or ResNet-110's).", optional=True)
     number(int, "warm_start_steps", 0, "Iterations of warm start.")
-    number(float, "momentum", 0.9, "SGD momentum.")
-    number(float, "weight_decay", 1e-4,
+    number(float, "momentum", None, "SGD momentum.")
+    number(float, "weight_decay", None,
            "Coupled L2 decay on conv and dense kernels (0.5 * wd * ||w||^2).")
     number(float, "label_smoothing", 0.0, "Label smoothing (not in the paper).")
-    define(flags.DEFINE_enum, "augmentation", default("augmentation", "auto"), list(AUGMENTATIONS),
+    define(flags.DEFINE_enum, "augmentation", default("augmentation"), list(AUGMENTATIONS),
            "Training augmentation. auto: the dataset's recipe (cifar for CIFAR-10, paper "
            "otherwise); paper: the paper's scale augmentation; inception: random-resized crops; "
            "cifar: 4-pixel padding, random 32x32 crop, flip.")
     define(flags.DEFINE_bool, "lighting", False, "Krizhevsky PCA lighting noise (alphastd 0.1).")
-    define(flags.DEFINE_enum, "mixed_precision", "float32",
-           ["float32", "mixed_float16", "mixed_bfloat16"],
+    define(flags.DEFINE_enum, "mixed_precision", "float32", list(recipes.PRECISIONS),
            "Compute precision; logits and loss stay float32.")
-    define(flags.DEFINE_enum, "jit_compile", "auto", ["auto", "on", "off"],
+    define(flags.DEFINE_enum, "jit_compile", "auto", list(recipes.JIT_MODES),
            "XLA: auto is on for GPU/TPU and off on CPU (where it is slower).")
-    number(int, "steps_per_execution", 1, "Training steps per tf.function call.")
+    number(int, "steps_per_execution", None, "Training steps per tf.function call.")
     number(int, "eval_every_epochs", 1, "Evaluate every N epochs (0: only at the end).")
     define(flags.DEFINE_bool, "evaluate", True,
            "Evaluate on the evaluation split (--noevaluate: never, e.g. to measure training "
            "throughput on --dataset=synthetic).")
-    define(flags.DEFINE_enum, "final_eval_mode", "center", ["center", "ten_crop"],
+    define(flags.DEFINE_enum, "final_eval_mode", "center", list(recipes.EVAL_MODES),
            "Extra evaluation at the end: ten_crop is the paper's 10-crop testing.")
-    define(flags.DEFINE_enum, "final_split", "validation", ["validation", "test"],
+    define(flags.DEFINE_enum, "final_split", default("final_split", "validation"),
+           list(recipes.FINAL_SPLITS),
            "validation: train on the training split and evaluate on the held-out validation "
            "split (to choose a schedule); test: train on every training image (train + "
            "validation) and evaluate on the test split, as the paper's final CIFAR-10 numbers "
@@ -245,8 +266,8 @@ def define_flags(flag_values=FLAGS, exclude=(), **defaults):
     define(flags.DEFINE_bool, "deterministic", False, "Deterministic input pipeline (slower).")
     define(flags.DEFINE_string, "model_dir", default("model_dir", None),
            "Run folder: checkpoints, TensorBoard logs, run.json, flags.txt. Resumed if it exists.")
-    define(flags.DEFINE_enum, "strategy", "default",
-           ["default", "one_device", "mirrored", "multi_worker", "tpu"], "tf.distribute strategy.")
+    define(flags.DEFINE_enum, "strategy", "default", list(recipes.STRATEGIES),
+           "tf.distribute strategy.")
     define(flags.DEFINE_list, "devices", None,
            "Devices for mirrored/one_device, e.g. /gpu:0,/gpu:1.")
     number(int, "cpu_devices", 0, "Split the CPU into N logical devices (testing aid).")
@@ -387,45 +408,54 @@ def import_quietly(*modules, verbose=None):
     if quiet:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     with _stderr_to_temporary_file() if quiet else contextlib.nullcontext():
-        return [importlib.import_module(module) for module in modules]
+        imported = [importlib.import_module(module) for module in modules]
+    package = sys.modules.get("keras_resnet")
+    if package is not None and not hasattr(package, "recipes"):
+        package.recipes = recipes  # loaded before its package (_import_recipes)
+    return imported
 
 
 # ---------------------------------------------------------------------------------------
 # Flags -> TrainConfig -> training
 
 
-def warm_start_for(model, flag_values=FLAGS):
-    """The paper's ResNet-110 warm start (0.01 for 400 iterations, then the schedule), as
-    flag values for those of the two flags the user did not give; {} for other models (and
-    for unknown names, which validation reports)."""
-    from keras_resnet import models
-
-    try:
-        if models.canonical_name(model) not in ("resnet110", "plain110"):
-            return {}
-    except ValueError:
-        return {}
-    defaults = dict(warm_start_learning_rate=0.01, warm_start_steps=400)
-    return {name: value for name, value in defaults.items() if not flag_values[name].present}
+def config_flags(flag_values=FLAGS):
+    """The names of the defined flags that are TrainConfig fields (all but RUN_FLAGS, the
+    model options and compare.py's own)."""
+    every = flags.FlagValues()
+    define_flags(every)
+    skip = {*RUN_FLAGS, *MODEL_OPTION_FLAGS}
+    return [name for name in every if name not in skip and name in flag_values]
 
 
-def config_from_flags(training, flag_values=FLAGS, **overrides):
-    """A TrainConfig from the parsed flags (flag names equal field names); `overrides` (e.g.
-    model, model_dir in compare.py) win."""
+def given(flag_values=FLAGS):
+    """The settings the user gave: {TrainConfig field: typed value} of the flags that are
+    present (on the command line or in a --flagfile), with model_options from the option
+    flags given."""
     fv = flag_values
-    fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
-    values = {name: fv[name].value for name in fields if name in fv and name != "model_options"}
-    values.update(overrides)
-    values["lr_decay_epochs"] = tuple(float(e) for e in values["lr_decay_epochs"] or ())
-    for name in ("lr_decay_steps", "profile_steps"):
-        if values.get(name) is not None:
-            values[name] = tuple(int(s) for s in values[name])
-    if values.get("augmentation") == "auto":
-        values["augmentation"] = None
-    values.update(warm_start_for(values["model"], fv))
-    options = {name: fv[name].value for name in MODEL_OPTION_FLAGS}
-    values["model_options"] = {k: v for k, v in options.items() if v not in (None, False)}
-    return training.TrainConfig(**values)
+    settings = {name: typed_value(name, fv[name].value)
+                for name in config_flags(fv) if fv[name].present}  # fmt: skip
+    options = {name: fv[name].value for name in MODEL_OPTION_FLAGS
+               if name in fv and fv[name].present and fv[name].value not in (None, False)}  # fmt: skip
+    if options:
+        settings["model_options"] = options
+    return settings
+
+
+def settings_from_flags(recipe, flag_values=FLAGS, **overrides):
+    """The TrainConfig settings of a run: `recipe` with the flags the user gave in place of
+    its values, and `overrides` (e.g. model, model_dir in compare.py) over both. No warm start
+    yet: that needs the model's name checked (config_from_flags)."""
+    return {**recipe, **given(flag_values), **overrides}
+
+
+def config_from_flags(training, recipe, flag_values=FLAGS, **overrides):
+    """The run's TrainConfig: settings_from_flags, with ResNet-110's warm start where the
+    user gave none of its own (keras_resnet.recipes.warm_start_for)."""
+    user = {**given(flag_values), **overrides}
+    settings = {**recipe, **user}
+    settings.update(recipes.warm_start_for(settings["model"], user))
+    return training.TrainConfig(**settings)
 
 
 def make_strategy(training):
@@ -434,20 +464,22 @@ def make_strategy(training):
     )
 
 
-def run(argv, banner=None, log_prefix=""):
-    """The body of every trainer's main(): check, train, report. `banner` (a line) is printed
-    once the flags are known to be good."""
+def run(argv, recipe, banner=None, log_prefix=""):
+    """The body of every trainer's main(): `recipe` with the flags given; check, train,
+    report. `banner` (a function of the run's settings that gives a line) is printed once the
+    flags are known to be good."""
     del argv
-    check_folder("model_dir", FLAGS.model_dir)
+    settings = settings_from_flags(recipe)
+    check_folder("model_dir", settings.get("model_dir"))
     check_output_file("result_file", FLAGS.result_file)
     (training,) = import_quietly("keras_resnet.training")
     try:
-        config = config_from_flags(training)
+        config = config_from_flags(training, recipe)
         training.validate(config)
     except ValueError as error:
         fail(error)
     if banner:
-        print(banner, flush=True)
+        print(banner(settings), flush=True)
     try:
         # The strategy first: splitting the CPU must happen before TensorFlow touches a device.
         strategy = make_strategy(training)
@@ -505,8 +537,8 @@ def flags_markdown():
     """The markdown of docs/training.md's flag tables: the trainers' flags with each
     trainer's default, then compare.py's own."""
     imagenet, cifar10, compare = flags.FlagValues(), flags.FlagValues(), flags.FlagValues()
-    define_flags(imagenet, **IMAGENET_RECIPE)
-    define_flags(cifar10, **CIFAR10_RECIPE)
+    define_flags(imagenet, recipes.IMAGENET)
+    define_flags(cifar10, recipes.CIFAR10)
     define_compare_flags(compare)
     lines = [
         "| flag | `imagenet.py` default | `cifar10.py` default | meaning |",

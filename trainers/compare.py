@@ -7,8 +7,9 @@ Every model gets the same flags (any trainer flag but --model, --model_dir and -
 works here), the same seed and the same data order, in EXPERIMENT_DIR/<model>/. Finished
 models are skipped and interrupted ones resumed, so running the same command again continues
 where it stopped. At the end it writes the paper-style plot, the Table 2-style table and the
-layer-response analysis (see `python -m keras_resnet.plot`). The recipe defaults are
-CIFAR-10's for CIFAR models and ImageNet's otherwise. EXPERIMENT_DIR holds the TensorBoard
+layer-response analysis (see `python -m keras_resnet.plot`). The recipe is CIFAR-10's for
+CIFAR models and ImageNet's otherwise (keras_resnet.recipes), with seed 0 and a deterministic
+input pipeline unless the flags say otherwise. EXPERIMENT_DIR holds the TensorBoard
 HParams experiment, with one row per model and its final evaluation error
 (`tensorboard --logdir=EXPERIMENT_DIR`).
 """
@@ -18,12 +19,13 @@ import os
 from absl import app, flags
 
 import common
+from common import recipes
 
 FLAGS = flags.FLAGS
 
 # CIFAR-10's recipe by default; ImageNet-family models take the ImageNet recipe's value of
 # every flag the user does not give (see main).
-common.define_flags(**common.CIFAR10_RECIPE, exclude=("model", "model_dir", "result_file"))
+common.define_flags(recipe=recipes.CIFAR10, exclude=("model", "model_dir", "result_file"))
 common.define_compare_flags()
 flags.adopt_module_key_flags(common)
 
@@ -43,16 +45,12 @@ def main(argv):
     families = {models.family(name) for name in names}
     if len(families) > 1:
         common.fail("--models: mix no CIFAR and ImageNet nets in one comparison")
-    if families == {"imagenet"}:
-        for name, value in common.IMAGENET_RECIPE.items():
-            if name != "model":
-                FLAGS.set_default(name, value)  # a flag given on the command line wins
-    FLAGS.set_default("seed", 0)  # the same initial randomness and data order for every model
-    FLAGS.set_default("deterministic", True)
+    # One set of settings for every model: the family's recipe with the flags given, the same
+    # initial randomness and data order; per model only its name and folder (and ResNet-110's
+    # warm start) differ.
+    settings = {"seed": 0, "deterministic": True, **common.given()}
     configs = {
-        name: common.config_from_flags(
-            training, model=name, model_dir=os.path.join(FLAGS.experiment_dir, name)
-        )
+        name: recipes.config(name, os.path.join(FLAGS.experiment_dir, name), **settings)
         for name in names
     }
     for config in configs.values():
@@ -66,8 +64,9 @@ def main(argv):
         common.fail(error)
     if strategy.extended.should_save_summary:
         # One experiment above the runs: the HParams tab lists every model as a row.
+        final_split = configs[names[0]].final_split
         hparams.write_experiment(FLAGS.experiment_dir,
-                                 training.FINAL_SPLITS[FLAGS.final_split][1])  # fmt: skip
+                                 training.FINAL_SPLITS[final_split][1])  # fmt: skip
     for name, config in configs.items():
         try:
             result = training.train(

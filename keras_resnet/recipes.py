@@ -1,0 +1,153 @@
+"""The papers' training recipes as TrainConfig settings, each number once, and the choices a
+TrainConfig's fields take.
+
+A recipe is a read-only mapping from keras_resnet.training.TrainConfig field names to typed
+values (tuples, floats, None for "the dataset's own"), so `TrainConfig(model_dir=...,
+**recipe)` is the run and `config(model, model_dir, **given)` the run with what a user gave.
+The trainers' flag defaults are these values (trainers/common.py) and TrainConfig's own
+defaults are the ImageNet recipe's.
+
+ImageNet (He et al. 2015, section 3.4): "We use SGD with a mini-batch size of 256. The
+learning rate starts from 0.1 and is divided by 10 when the error plateaus, and the models
+are trained for up to 60 x 10^4 iterations. We use a weight decay of 0.0001 and a momentum of
+0.9." Images are "resized with its shorter side randomly sampled in [256, 480] for scale
+augmentation" (the "paper" augmentation, the ImageNet datasets' own: augmentation None). A
+plateau is no fixed schedule; this recipe divides at fixed epochs 30 and 60 instead, the
+common practice of reproductions (fb.resnet.torch, torchvision: 90 or 120 epochs, dividing
+every 30), and trains 120 epochs: 60e4 iterations at batch 256 are 60e4 x 256 / 1.28M = 120
+epochs of ImageNet's 1.28M training images.
+
+CIFAR-10 (section 4.2): "We use a weight decay of 0.0001 and momentum of 0.9 ... These models
+are trained with a mini-batch size of 128 on two GPUs. We start with a learning rate of 0.1,
+divide it by 10 at 32k and 48k iterations, and terminate training at 64k iterations, which is
+determined on a 45k/5k train/val split." The 45k/5k split is final_split="validation" (the
+cifar10 datasets hold out 5,000 training images); "test" trains on all 50k as the paper's
+reported numbers do. Augmentation: "4 pixels are padded on each side, and a 32x32 crop is
+randomly sampled from the padded image or its horizontal flip" ("cifar").
+
+ResNet-110: "we use 0.01 to warm up the training until the training error is below 80% (about
+400 iterations), and then go back to 0.1" (WARM_START, for resnet110 and plain110).
+
+This module imports nothing of Keras or TensorFlow at load time, so the trainers can read it
+before they start TensorFlow (their --help and flag errors answer at once).
+"""
+
+import types
+
+# ---------------------------------------------------------------------------------------
+# The choices a TrainConfig's fields (and the trainers' flags) take. keras_resnet.training
+# imports these; blocks.SHORTCUT_OPTIONS, blocks.STRIDE_POSITIONS and
+# data.preprocessing.AUGMENTATIONS are their modules' own (tests check that they agree).
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+SCHEDULES = ("step", "cosine")
+JIT_MODES = ("auto", "on", "off")
+EVAL_MODES = ("center", "ten_crop")
+# What a run trains on and evaluates, by final_split: "validation" holds a split out of the
+# training data to choose a schedule; "test" trains on every training image and reports the
+# test set, as the paper's final CIFAR-10 numbers (Table 6) do.
+FINAL_SPLITS = {"validation": ("train", "validation"), "test": ("trainval", "test")}
+AUGMENTATIONS = ("paper", "inception", "cifar", "none")
+SHORTCUT_OPTIONS = ("A", "B", "C")
+STRIDE_POSITIONS = ("1x1", "3x3")
+
+
+def _recipe(**settings):
+    return types.MappingProxyType(settings)
+
+
+# ---------------------------------------------------------------------------------------
+# The recipes
+
+# What both papers' recipes share: SGD, momentum 0.9, weight decay 1e-4, rate 0.1 at the
+# reference batch, divided by 10 at the decay points.
+_SGD = dict(
+    base_learning_rate=0.1,
+    lr_schedule="step",
+    momentum=0.9,
+    weight_decay=1e-4,
+)
+
+IMAGENET = _recipe(  # section 3.4
+    model="resnet50",
+    dataset="demo",  # the trainer's default: the built-in stand-in; imagenet_tfrecord for ImageNet
+    batch_size=256,
+    lr_reference_batch=256,
+    **_SGD,
+    epochs=120.0,  # the paper's 60e4 iterations at batch 256
+    train_steps=None,
+    lr_decay_epochs=(30.0, 60.0),  # fixed epochs for the paper's "when the error plateaus"
+    lr_decay_steps=None,
+    augmentation=None,  # the dataset's own: the paper's scale augmentation on ImageNet
+    steps_per_execution=1,
+)
+
+CIFAR10 = _recipe(  # section 4.2
+    model="resnet20",
+    dataset="cifar10",
+    batch_size=128,
+    lr_reference_batch=128,
+    **_SGD,
+    train_steps=64000,
+    lr_decay_steps=(32000, 48000),
+    augmentation="cifar",
+    final_split="validation",  # the 45k/5k train/validation split
+    steps_per_execution=10,  # not the paper's: fewer tf.function calls for the small nets
+)
+
+# ResNet-110's (and Plain-110's) warm start, section 4.2.
+WARM_START = _recipe(warm_start_learning_rate=0.01, warm_start_steps=400)
+WARM_START_MODELS = ("resnet110", "plain110")
+
+# trainers/imagenet.py without --dataset: generated images, trained well above chance in
+# minutes on a CPU. It uses the CIFAR-size ResNet-20 at 32x32: ResNet-18 at demo sizes
+# (32-64 px) ends in 1x1-2x2 feature maps, where TensorFlow's CPU convolution gradient
+# (Conv2DBackpropInput) is tens of times slower per multiply-add than on larger maps, so it
+# needs 12 CPU minutes for 50% error where ResNet-20 reaches 2-5% in 5. Settings on top of
+# IMAGENET; --model=resnet18 (with any --image_size) still works.
+DEMO = _recipe(
+    model="resnet20",
+    image_size=32,
+    batch_size=64,
+    epochs=8.0,
+    warmup_epochs=1.0,
+    lr_decay_epochs=(5.0, 7.0),
+    base_learning_rate=0.4,
+    steps_per_execution=10,
+    log_every_steps=31,
+    model_dir="runs/demo-resnet20",
+)
+
+FAMILIES = {"imagenet": IMAGENET, "cifar": CIFAR10}
+
+
+def warm_start_for(model, given=()):
+    """The warm start settings for `model` that are not among `given` (names the user set):
+    WARM_START for ResNet-110 and Plain-110, {} for other models and unknown names (which
+    validation reports)."""
+    from keras_resnet import models  # Keras: only when asked
+
+    try:
+        if models.canonical_name(model) not in WARM_START_MODELS:
+            return {}
+    except ValueError:
+        return {}
+    return {name: value for name, value in WARM_START.items() if name not in given}
+
+
+def recipe_for(model, given=()):
+    """The recipe of `model`'s family (IMAGENET or CIFAR10) for `model`, with the warm start
+    for ResNet-110 and Plain-110 where `given` (names the user set) has none of its own; a
+    ValueError for an unknown name."""
+    from keras_resnet import models  # Keras: only when asked
+
+    return {**FAMILIES[models.family(model)], "model": model, **warm_start_for(model, given)}
+
+
+def config(model, model_dir, **given):
+    """The TrainConfig of `model`'s recipe with the settings in `given` (TrainConfig fields)
+    in place of the recipe's."""
+    from keras_resnet import training
+
+    return training.TrainConfig(**{**recipe_for(model, given), **given, "model_dir": model_dir})

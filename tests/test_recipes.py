@@ -83,7 +83,8 @@ def test_resnet110_warm_starts_at_0_01_for_400_iterations_unless_the_user_sets_i
 
 
 def test_choices_are_the_librarys():
-    assert training.STRATEGIES is recipes.STRATEGIES and training.FINAL_SPLITS is recipes.FINAL_SPLITS
+    assert training.STRATEGIES is recipes.STRATEGIES
+    assert training.FINAL_SPLITS is recipes.FINAL_SPLITS
     assert (training.PRECISIONS, training.SCHEDULES, training.JIT_MODES, training.EVAL_MODES) == (
         recipes.PRECISIONS, recipes.SCHEDULES, recipes.JIT_MODES, recipes.EVAL_MODES)  # fmt: skip
     assert recipes.AUGMENTATIONS == preprocessing.AUGMENTATIONS

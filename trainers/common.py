@@ -13,7 +13,6 @@ start-up lines are hidden unless --verbose (import_quietly).
 """
 
 import contextlib
-import dataclasses
 import importlib
 import importlib.util
 import json
@@ -435,8 +434,8 @@ def given(flag_values=FLAGS):
     fv = flag_values
     settings = {name: typed_value(name, fv[name].value)
                 for name in config_flags(fv) if fv[name].present}  # fmt: skip
-    options = {name: fv[name].value for name in MODEL_OPTION_FLAGS
-               if name in fv and fv[name].present and fv[name].value not in (None, False)}  # fmt: skip
+    options = {name: fv[name].value for name in MODEL_OPTION_FLAGS if name in fv
+               and fv[name].present and fv[name].value not in (None, False)}  # fmt: skip
     if options:
         settings["model_options"] = options
     return settings

@@ -1,6 +1,6 @@
 """Prints every model's depth, parameters and multiply-adds, like the paper's Table 1.
 
-    python -m keras_resnet.summary [--include-slow]
+    python -m keras_resnet.summary [--include_slow] [--models=resnet50,preact164]
 
 Parameters are trainable parameters (as torchvision and the paper count them; BN moving
 statistics are left out). Multiply-adds are for one image at the default input size
@@ -52,8 +52,10 @@ def format_table(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--include-slow",
+        "--include_slow",
+        "--include-slow",  # (older spellings)
         "--include-1202",
+        dest="include_slow",
         action="store_true",
         help="also build the nets with 1001 and 1202 layers (a minute or more each)",
     )

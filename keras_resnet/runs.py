@@ -14,6 +14,9 @@ model's input is (image - mean) / std), center_crop_fraction (evaluation keeps t
 shorter side); input_spec(config) reads it back), dataset, data_dir, and
 the trainer's flags under "flags" as typed values (keras_resnet.hparams.flags_record: numbers,
 bools, strings, null, lists), from which read_train_config rebuilds the run's TrainConfig.
+
+The trainer starts a run with `prepare` (run.json checked against a run already in the
+folder, then written) and resumes it only if `check_same_run` agrees.
 """
 
 import json
@@ -24,7 +27,7 @@ import tensorflow as tf
 
 from keras_resnet import hparams
 from keras_resnet.data.spec import InputSpec
-from keras_resnet.models import build, family
+from keras_resnet.models import build, canonical_name, family
 
 RUN_FILE = "run.json"
 FLAGS_FILE = "flags.txt"  # the run's settings as an absl flagfile (hparams.flagfile_text)
@@ -155,3 +158,39 @@ def restore_model(model_dir, checkpoint=None, classifier_activation=None):
     status = tf.train.Checkpoint(model=model).read(path)
     status.expect_partial().assert_existing_objects_matched()
     return model, config, path
+
+
+def prepare(config, info, image_size, train_split, eval_split, is_chief, log):
+    """run.json for a TrainConfig that starts: the run's facts (the dataset's InputSpec at
+    image_size, the model, the splits, the typed flags), checked against a run already in
+    model_dir, then written by the chief. Returns it."""
+    if os.path.exists(config.model_dir) and not os.path.isdir(config.model_dir):
+        raise ValueError(f"--model_dir: {config.model_dir} is a file, not a folder")
+    run_config = dict(
+        model=canonical_name(config.model), model_options=dict(config.model_options),
+        **info.input_spec(image_size).record(),  # num_classes, class_names, image_size, ...
+        dataset=config.dataset, train_split=train_split, eval_split=eval_split,
+        data_dir=config.data_dir, model_dir=config.model_dir, flags=hparams.flags_record(config),
+    )  # fmt: skip
+    if os.path.exists(os.path.join(config.model_dir, RUN_FILE)):
+        check_same_run(read_run_config(config.model_dir), run_config, log)
+    if is_chief:
+        write_run_config(config.model_dir, run_config)
+    return run_config
+
+
+def check_same_run(existing, config, log):
+    """Refuses to resume a run with other settings; a run that never saved a checkpoint (a
+    start that failed) is replaced instead."""
+    # Runs from before --final_split trained on train and evaluated on validation.
+    defaults = dict(train_split="train", eval_split="validation")
+    for key in ("model", "model_options", "dataset", "num_classes", "image_size", *defaults):
+        if existing.get(key, defaults.get(key)) != config.get(key):
+            if not tf.train.latest_checkpoint(checkpoint_dir(config["model_dir"])):
+                log(f"{config['model_dir']} holds a run that never saved a checkpoint: replacing it")
+                return
+            raise ValueError(
+                f"--model_dir: {config['model_dir']} holds a run with {key}="
+                f"{existing.get(key)!r}, not {config.get(key)!r}; use a new --model_dir or "
+                "the run's own settings to resume it"
+            )

@@ -501,23 +501,6 @@ def _uses_accelerator(strategy):
     return any("GPU" in device.upper() for device in devices)
 
 
-def _check_same_run(existing, config, log):
-    """Refuses to resume a run with other settings; a run that never saved a checkpoint (a
-    start that failed) is replaced instead."""
-    # Runs from before --final_split trained on train and evaluated on validation.
-    defaults = dict(train_split="train", eval_split="validation")
-    for key in ("model", "model_options", "dataset", "num_classes", "image_size", *defaults):
-        if existing.get(key, defaults.get(key)) != config.get(key):
-            if not tf.train.latest_checkpoint(runs.checkpoint_dir(config["model_dir"])):
-                log(f"{config['model_dir']} holds a run that never saved a checkpoint: replacing it")
-                return
-            raise ValueError(
-                f"--model_dir: {config['model_dir']} holds a run with {key}="
-                f"{existing.get(key)!r}, not {config.get(key)!r}; use a new --model_dir or "
-                "the run's own settings to resume it"
-            )
-
-
 def _cpu_flags():
     try:
         with open("/proc/cpuinfo") as f:
@@ -850,23 +833,6 @@ class _Inputs:
         return None
 
 
-def _prepare_run(config, info, image_size, train_split, eval_split, is_chief, log):
-    """run.json: the run's facts, checked against a run already in model_dir, then written."""
-    if os.path.exists(config.model_dir) and not os.path.isdir(config.model_dir):
-        raise ValueError(f"--model_dir: {config.model_dir} is a file, not a folder")
-    run_config = dict(
-        model=canonical_name(config.model), model_options=dict(config.model_options),
-        **info.input_spec(image_size).record(),  # num_classes, class_names, image_size, ...
-        dataset=config.dataset, train_split=train_split, eval_split=eval_split,
-        data_dir=config.data_dir, model_dir=config.model_dir, flags=hparams.flags_record(config),
-    )  # fmt: skip
-    if os.path.exists(os.path.join(config.model_dir, runs.RUN_FILE)):
-        _check_same_run(runs.read_run_config(config.model_dir), run_config, log)
-    if is_chief:
-        runs.write_run_config(config.model_dir, run_config)
-    return run_config
-
-
 def _dataset_info(config):
     try:
         info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
@@ -902,7 +868,7 @@ def train(config, strategy=None, log=print):
     image_size = config.image_size or info.default_image_size
     steps_per_epoch = data_lib.batches_per_epoch(info.num_examples(train_split), config.batch_size)
     total_steps = config.train_steps or max(1, round(config.epochs * steps_per_epoch))
-    run_config = _prepare_run(config, info, image_size, train_split, eval_split,
+    run_config = runs.prepare(config, info, image_size, train_split, eval_split,
                               strategy.extended.should_checkpoint, log)  # fmt: skip
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)

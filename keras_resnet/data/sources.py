@@ -588,28 +588,8 @@ class TfdsSource(Source):
 
         self.tfds = tfds
         name = name or f"tfds:{tfds_name}"
-        try:
-            builder = tfds.builder(tfds_name, data_dir=data_dir)
-        except Exception as error:  # noqa: BLE001  (tfds raises its own not-found types)
-            raise ValueError(
-                f"{name}: tensorflow-datasets has no dataset {tfds_name!r}: {error}"
-            ) from None
-        self.builder = builder
-        try:
-            builder.download_and_prepare()
-        except Exception as error:  # noqa: BLE001
-            root = getattr(builder, "data_dir_root", None) or data_dir or "~/tensorflow_datasets"
-            manual = os.path.join(root, "downloads", "manual")
-            hint = ""
-            if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
-                hint = f" This dataset needs files downloaded by hand into {manual}: " + " ".join(
-                    builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split()
-                )
-            raise FileNotFoundError(
-                f"{name}: tensorflow-datasets could not prepare {tfds_name!r} in "
-                f"{builder.data_dir}: {error}.{hint}"
-            ) from None
-        info = builder.info
+        self.builder = self._prepared_builder(tfds, tfds_name, data_dir, name)
+        info = self.builder.info
         image_key, label_key = info.supervised_keys or ("image", "label")
         features = info.features
         if image_key not in features or label_key not in features or not isinstance(
@@ -620,39 +600,7 @@ class TfdsSource(Source):
                 f"ClassLabel label; found features {list(features.keys())}"
             )
         self.image_key, self.label_key = image_key, label_key
-        splits = info.splits
-        if cifar_split:
-            try:
-                total = splits["train"].num_examples
-            except KeyError:  # split sizes unknown (e.g. under tfds.testing.mock_data)
-                total = 50_000
-            held_out = total // 10  # 5,000 of CIFAR-10's 50,000
-            self.split_names = {
-                "train": f"train[:{total - held_out}]",
-                "validation": f"train[{total - held_out}:]",
-                "trainval": "train",
-                "test": "test",
-            }
-        else:
-            self.split_names = {"train": "train"}
-            known = set(splits.keys())
-            if "validation" in known or not known:  # unknown sizes (mock data): assume one
-                self.split_names["validation"] = "validation"
-                if "test" in known:
-                    self.split_names["test"] = "test"
-            elif "test" in known:
-                self.split_names["validation"] = "test"
-        if not cifar_split and "test" in self.split_names:  # validation apart from test
-            self.split_names["trainval"] = "train+validation"
-        counts = {}
-        for split, tfds_split in self.split_names.items():
-            try:
-                counts[split] = sum(splits[part].num_examples for part in tfds_split.split("+"))
-            except (KeyError, ValueError):
-                counts[split] = 0
-        if cifar_split and not counts["train"]:
-            counts = {"train": total - held_out, "validation": held_out, "trainval": total,
-                      "test": total // 5}  # fmt: skip
+        self.split_names, counts = self._splits(info.splits, cifar_split)
         class_names = tuple(features[label_key].names)
         if cifar_split and len(class_names) == len(CIFAR10_CLASSES):
             class_names = CIFAR10_CLASSES  # tfds's label order; names even without metadata
@@ -671,6 +619,68 @@ class TfdsSource(Source):
                                data_dir=data_dir, num_test=counts.get("test", 0)),
                 num_trainval_examples=counts.get("trainval", 0))  # fmt: skip
         self._num_shards = {}
+
+    @staticmethod
+    def _prepared_builder(tfds, tfds_name, data_dir, name):
+        """The dataset's tfds builder, downloaded and prepared; errors say what to do."""
+        try:
+            builder = tfds.builder(tfds_name, data_dir=data_dir)
+        except Exception as error:  # noqa: BLE001  (tfds raises its own not-found types)
+            raise ValueError(
+                f"{name}: tensorflow-datasets has no dataset {tfds_name!r}: {error}"
+            ) from None
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # noqa: BLE001
+            root = getattr(builder, "data_dir_root", None) or data_dir or "~/tensorflow_datasets"
+            manual = os.path.join(root, "downloads", "manual")
+            hint = ""
+            if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+                hint = f" This dataset needs files downloaded by hand into {manual}: " + " ".join(
+                    builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split()
+                )
+            raise FileNotFoundError(
+                f"{name}: tensorflow-datasets could not prepare {tfds_name!r} in "
+                f"{builder.data_dir}: {error}.{hint}"
+            ) from None
+        return builder
+
+    @staticmethod
+    def _splits(splits, cifar_split):
+        """({our split: tfds split}, {our split: examples}) for tfds's `splits`."""
+        if cifar_split:
+            try:
+                total = splits["train"].num_examples
+            except KeyError:  # split sizes unknown (e.g. under tfds.testing.mock_data)
+                total = 50_000
+            held_out = total // 10  # 5,000 of CIFAR-10's 50,000
+            names = {
+                "train": f"train[:{total - held_out}]",
+                "validation": f"train[{total - held_out}:]",
+                "trainval": "train",
+                "test": "test",
+            }
+        else:
+            names = {"train": "train"}
+            known = set(splits.keys())
+            if "validation" in known or not known:  # unknown sizes (mock data): assume one
+                names["validation"] = "validation"
+                if "test" in known:
+                    names["test"] = "test"
+            elif "test" in known:
+                names["validation"] = "test"
+            if "test" in names:  # a validation split apart from test
+                names["trainval"] = "train+validation"
+        counts = {}
+        for split, tfds_split in names.items():
+            try:
+                counts[split] = sum(splits[part].num_examples for part in tfds_split.split("+"))
+            except (KeyError, ValueError):
+                counts[split] = 0
+        if cifar_split and not counts["train"]:
+            counts = {"train": total - held_out, "validation": held_out, "trainval": total,
+                      "test": total // 5}  # fmt: skip
+        return names, counts
 
     @classmethod
     def load(cls, data_dir, name):

@@ -23,6 +23,8 @@ import os
 import time
 import typing
 
+from keras_resnet import files, recipes
+
 EXPERIMENT_FILE = "events.out.tfevents.hparams-experiment"
 SESSION_FILE = "events.out.tfevents.hparams-session"
 
@@ -37,9 +39,7 @@ NONE = "none"
 
 
 def _train_config_class():
-    from keras_resnet import training  # here: training imports this module
-
-    return training.TrainConfig
+    return recipes.TrainConfig
 
 
 def flags_record(config):
@@ -202,9 +202,7 @@ def metrics(eval_split="validation"):
     side by side), then training's top-1 error and loss."""
     from tensorboard.plugins.hparams import api as hp
 
-    from keras_resnet import training
-
-    splits = [eval_split] + [s for _, s in training.FINAL_SPLITS.values() if s != eval_split]
+    splits = [eval_split] + [s for _, s in recipes.FINAL_SPLITS.values() if s != eval_split]
     names = [("top1_error", "top-1 error"), ("top5_error", "top-5 error"), ("loss", "loss"),
              ("top1_error_ten_crop", "10-crop top-1 error")]  # fmt: skip
     found = [hp.Metric(tag, group=split, display_name=f"{split} {label}",
@@ -217,18 +215,15 @@ def metrics(eval_split="validation"):
 
 
 def _domains():
-    from keras_resnet import training
-    from keras_resnet.data import preprocessing
-
     enums = dict(
         shortcut=("A", "B", "C"),
         stride_position=("1x1", "3x3"),
-        lr_schedule=training.SCHEDULES,
-        mixed_precision=training.PRECISIONS,
-        jit_compile=training.JIT_MODES,
-        final_eval_mode=training.EVAL_MODES,
-        final_split=tuple(training.FINAL_SPLITS),
-        augmentation=(AUGMENTATION_AUTO, *preprocessing.AUGMENTATIONS),
+        lr_schedule=recipes.SCHEDULES,
+        mixed_precision=recipes.PRECISIONS,
+        jit_compile=recipes.JIT_MODES,
+        final_eval_mode=recipes.EVAL_MODES,
+        final_split=tuple(recipes.FINAL_SPLITS),
+        augmentation=(AUGMENTATION_AUTO, *recipes.AUGMENTATIONS),
     )
     return enums
 
@@ -263,14 +258,12 @@ def _write_events(path, summary):
     from tensorboard.compat.proto import event_pb2
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    from keras_resnet import runs
-
     buffer = io.BytesIO()
     writer = RecordWriter(buffer)
     now = time.time()
     writer.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
     writer.write(event_pb2.Event(wall_time=now, step=0, summary=summary).SerializeToString())
-    runs.write_bytes_atomically(path, buffer.getvalue())
+    files.write_bytes_atomically(path, buffer.getvalue())
 
 
 def write_experiment(logdir, eval_split="validation"):
@@ -295,7 +288,5 @@ def write_session(config):
 def write_run_hparams(config):
     """A run's HParams at its root: the experiment and the run's session (replacing those of
     an earlier start). For the chief to call once the run's checks have passed."""
-    from keras_resnet import training
-
-    write_experiment(config.model_dir, training.FINAL_SPLITS[config.final_split][1])
+    write_experiment(config.model_dir, recipes.FINAL_SPLITS[config.final_split][1])
     write_session(config)

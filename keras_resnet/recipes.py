@@ -1,7 +1,7 @@
 """The papers' training recipes as TrainConfig settings, each number once, and the choices a
 TrainConfig's fields take.
 
-A recipe is a read-only mapping from keras_resnet.training.TrainConfig field names to typed
+A recipe is a read-only mapping from TrainConfig field names to typed
 values (tuples, floats, None for "the dataset's own"), so `TrainConfig(model_dir=...,
 **recipe)` is the run and `config(model, model_dir, **given)` the run with what a user gave.
 The trainers' flag defaults are these values (trainers/common.py) and TrainConfig's own
@@ -32,7 +32,9 @@ This module imports nothing of Keras or TensorFlow at load time, so the trainers
 before they start TensorFlow (their --help and flag errors answer at once).
 """
 
+import dataclasses
 import types
+from typing import Optional
 
 # ---------------------------------------------------------------------------------------
 # The choices a TrainConfig's fields (and the trainers' flags) take. keras_resnet.training
@@ -122,6 +124,52 @@ DEMO = _recipe(
 FAMILIES = {"imagenet": IMAGENET, "cifar": CIFAR10}
 
 
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run needs; each field but lr_decay_factor and model_options (the
+    --shortcut, --stride_position and --bn_synchronized flags) is a trainer flag of the
+    same name. The paper's numbers default to the ImageNet recipe's."""
+
+    model_dir: str
+    model: str = "resnet50"
+    model_options: dict = dataclasses.field(default_factory=dict)
+    dataset: str = "demo"
+    data_dir: Optional[str] = None
+    image_size: Optional[int] = None  # None: the dataset's default (224, or 32 for CIFAR)
+    batch_size: int = IMAGENET["batch_size"]  # global, across all replicas
+    epochs: float = IMAGENET["epochs"]
+    train_steps: Optional[int] = None  # overrides epochs
+    # At a batch of lr_reference_batch, scaled linearly; the paper: 0.1 at 256 on ImageNet,
+    # 0.1 at 128 on CIFAR.
+    base_learning_rate: float = IMAGENET["base_learning_rate"]
+    lr_reference_batch: int = IMAGENET["lr_reference_batch"]
+    lr_schedule: str = "step"
+    lr_decay_epochs: tuple = IMAGENET["lr_decay_epochs"]
+    lr_decay_steps: Optional[tuple] = None  # overrides lr_decay_epochs
+    lr_decay_factor: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to the peak rate
+    warm_start_learning_rate: Optional[float] = None  # held for warm_start_steps (ResNet-110)
+    warm_start_steps: int = 0
+    momentum: float = IMAGENET["momentum"]
+    weight_decay: float = IMAGENET["weight_decay"]
+    label_smoothing: float = 0.0
+    augmentation: Optional[str] = None  # None: the dataset's recipe ("cifar" for CIFAR-10)
+    lighting: bool = False
+    mixed_precision: str = "float32"
+    jit_compile: str = "auto"
+    steps_per_execution: int = 1
+    eval_every_epochs: int = 1  # 0: no evaluation during training
+    evaluate: bool = True  # False: no evaluation at all (e.g. throughput runs on synthetic data)
+    final_eval_mode: str = "center"  # "ten_crop": the paper's 10-crop testing at the end
+    final_split: str = "validation"  # "test": train on train+validation, evaluate on test
+    log_every_steps: int = 100
+    profile_steps: Optional[tuple] = None  # (first, last): a profiler trace in model_dir/train
+    checkpoint_every_steps: Optional[int] = None  # None: at the end of every epoch
+    keep_checkpoints: int = 3
+    seed: Optional[int] = None
+    deterministic: bool = False
+
+
 def warm_start_for(model, given=()):
     """The warm start settings for `model` that are not among `given` (names the user set):
     WARM_START for ResNet-110 and Plain-110, {} for other models and unknown names (which
@@ -148,6 +196,4 @@ def recipe_for(model, given=()):
 def config(model, model_dir, **given):
     """The TrainConfig of `model`'s recipe with the settings in `given` (TrainConfig fields)
     in place of the recipe's."""
-    from keras_resnet import training
-
-    return training.TrainConfig(**{**recipe_for(model, given), **given, "model_dir": model_dir})
+    return TrainConfig(**{**recipe_for(model, given), **given, "model_dir": model_dir})

@@ -21,11 +21,15 @@ folder, then written) and resumes it only if `check_same_run` agrees.
 
 import json
 import os
-import tempfile
 
 import tensorflow as tf
 
 from keras_resnet import hparams
+from keras_resnet.files import (  # noqa: F401  (part of the run-folder API)
+    write_bytes_atomically,
+    write_json_atomically,
+    write_text_atomically,
+)
 from keras_resnet.data.spec import InputSpec
 from keras_resnet.models import build, canonical_name, family
 
@@ -34,36 +38,6 @@ FLAGS_FILE = "flags.txt"  # the run's settings as an absl flagfile (hparams.flag
 RESULT_FILE = "result.json"  # written when a run finishes: final step, errors, images/s
 CHECKPOINT_DIR = "checkpoints"
 REQUIRED_KEYS = ("model", "model_options", "num_classes", "class_names", "image_size", "mean", "std")
-
-
-def write_json_atomically(path, content):
-    """Writes JSON to a temporary file beside `path`, then renames it: never half-written."""
-    write_text_atomically(path, json.dumps(content, indent=2, sort_keys=True))
-
-
-def write_text_atomically(path, text):
-    """Writes text to a temporary file beside `path`, then renames it."""
-    write_bytes_atomically(path, text.encode())
-
-
-def write_bytes_atomically(path, data):
-    """Writes `data` to a temporary file beside `path`, then renames it: never half-written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def write_run_config(model_dir, config):

@@ -13,7 +13,6 @@ automatically), TensorBoard scalars with the iteration on the x axis, evaluation
 the last good checkpoint.
 """
 
-import dataclasses
 import hashlib
 import math
 import os
@@ -22,7 +21,6 @@ import signal
 import sys
 import threading
 import time
-from typing import Optional
 
 import keras
 import numpy as np
@@ -31,14 +29,14 @@ import tensorflow as tf
 from keras_resnet import data as data_lib
 from keras_resnet import hparams, plan, runs
 from keras_resnet.models import canonical_name
-from keras_resnet.recipes import IMAGENET as _PAPER
-from keras_resnet.recipes import (  # noqa: F401  (the choices of TrainConfig's fields)
+from keras_resnet.recipes import (  # noqa: F401  (TrainConfig and its fields' choices)
     EVAL_MODES,
     FINAL_SPLITS,
     JIT_MODES,
     PRECISIONS,
     SCHEDULES,
     STRATEGIES,
+    TrainConfig,
 )
 
 MAX_IMAGE_SIZE = 2048
@@ -46,52 +44,6 @@ MAX_IMAGE_SIZE = 2048
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a run needs; each field but lr_decay_factor and model_options (the
-    --shortcut, --stride_position and --bn_synchronized flags) is a trainer flag of the
-    same name. The paper's numbers default to the ImageNet recipe's (keras_resnet.recipes)."""
-
-    model_dir: str
-    model: str = "resnet50"
-    model_options: dict = dataclasses.field(default_factory=dict)
-    dataset: str = "demo"
-    data_dir: Optional[str] = None
-    image_size: Optional[int] = None  # None: the dataset's default (224, or 32 for CIFAR)
-    batch_size: int = _PAPER["batch_size"]  # global, across all replicas
-    epochs: float = _PAPER["epochs"]
-    train_steps: Optional[int] = None  # overrides epochs
-    # At a batch of lr_reference_batch, scaled linearly; the paper: 0.1 at 256 on ImageNet,
-    # 0.1 at 128 on CIFAR.
-    base_learning_rate: float = _PAPER["base_learning_rate"]
-    lr_reference_batch: int = _PAPER["lr_reference_batch"]
-    lr_schedule: str = "step"
-    lr_decay_epochs: tuple = _PAPER["lr_decay_epochs"]
-    lr_decay_steps: Optional[tuple] = None  # overrides lr_decay_epochs
-    lr_decay_factor: float = 0.1
-    warmup_epochs: float = 0.0  # linear warm-up from 0 to the peak rate
-    warm_start_learning_rate: Optional[float] = None  # held for warm_start_steps (ResNet-110)
-    warm_start_steps: int = 0
-    momentum: float = _PAPER["momentum"]
-    weight_decay: float = _PAPER["weight_decay"]
-    label_smoothing: float = 0.0
-    augmentation: Optional[str] = None  # None: the dataset's recipe ("cifar" for CIFAR-10)
-    lighting: bool = False
-    mixed_precision: str = "float32"
-    jit_compile: str = "auto"
-    steps_per_execution: int = 1
-    eval_every_epochs: int = 1  # 0: no evaluation during training
-    evaluate: bool = True  # False: no evaluation at all (e.g. throughput runs on synthetic data)
-    final_eval_mode: str = "center"  # "ten_crop": the paper's 10-crop testing at the end
-    final_split: str = "validation"  # "test": train on train+validation, evaluate on test
-    log_every_steps: int = 100
-    profile_steps: Optional[tuple] = None  # (first, last): a profiler trace in model_dir/train
-    checkpoint_every_steps: Optional[int] = None  # None: at the end of every epoch
-    keep_checkpoints: int = 3
-    seed: Optional[int] = None
-    deterministic: bool = False
 
 
 def validate(config):

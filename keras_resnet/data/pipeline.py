@@ -178,10 +178,8 @@ def _map_skipping(ds, fn, counter, name, num_classes, label_base):
         deterministic=True,  # the gaps in the numbering are the skipped images
     ).ignore_errors()
 
-    def account(state, element):
-        last_index, failures = state
-        images, label, origin, index = element
-        missing = tf.range(last_index + 1, index)
+    def on_gap(missing, failures):
+        """The images between two that arrived failed: name, count and check them."""
         lost = tf.ensure_shape(pending.lookup(missing), [None])
         # (a sentinel appears here only when a failed check left the state behind)
         lost = tf.boolean_mask(lost, tf.not_equal(lost, _SENTINEL_ORIGIN))
@@ -199,19 +197,30 @@ def _map_skipping(ds, fn, counter, name, num_classes, label_base):
                     output_stream=tf.compat.v1.logging.warning),
                 lambda: tf.no_op())  # fmt: skip
         failures += tf.size(missing, tf.int64)
+        check = _fail_if(failures >= MAX_CONSECUTIVE_FAILURES,
+                         f"{name}: {MAX_CONSECUTIVE_FAILURES} images in a row could not be read "
+                         "or decoded, the last ",
+                         tf.concat([lost, [""]], 0)[tf.maximum(tf.size(lost) - 1, 0)],
+                         "; is --data_dir right, and are the files complete?")  # fmt: skip
+        with tf.control_dependencies([log, check]):
+            return tf.identity(failures)
+
+    def account(state, element):
+        last_index, failures = state
+        images, label, origin, index = element
+        missing = tf.range(last_index + 1, index)
+        # The bookkeeping of failures, and the building of messages, only where needed: an
+        # example per step of the stream pays for a comparison or two.
+        failures = tf.cond(tf.size(missing) > 0, lambda: on_gap(missing, failures),
+                           lambda: failures)  # fmt: skip
         sentinel = tf.equal(origin, _SENTINEL_ORIGIN)
-        checks = [
-            _fail_if(failures >= MAX_CONSECUTIVE_FAILURES,
-                     f"{name}: {MAX_CONSECUTIVE_FAILURES} images in a row could not be read or "
-                     "decoded, the last ",
-                     tf.concat([lost, [""]], 0)[tf.maximum(tf.size(lost) - 1, 0)],
-                     "; is --data_dir right, and are the files complete?"),  # fmt: skip
-            _fail_if(~sentinel & ((label < 0) | (label >= num_classes)), origin, ": label ",
-                     label + label_base, f" is outside {label_base}..{num_classes - 1 + label_base}"
-                     f" ({num_classes} classes)"),  # fmt: skip
-            log,
-        ]
-        with tf.control_dependencies(checks):  # a failed check leaves `pending` as it was
+        label_check = tf.cond(
+            ~sentinel & ((label < 0) | (label >= num_classes)),
+            lambda: _fail_if(tf.constant(True), origin, ": label ", label + label_base,
+                             f" is outside {label_base}..{num_classes - 1 + label_base}"
+                             f" ({num_classes} classes)"),
+            lambda: tf.no_op())  # fmt: skip
+        with tf.control_dependencies([label_check, failures]):  # a failed check keeps `pending`
             done = pending.remove(tf.concat([missing, [index]], 0))
         with tf.control_dependencies([done]):
             failures = tf.where(sentinel, failures, tf.zeros_like(failures))

@@ -1001,8 +1001,7 @@ class _Loop:
 def _finish(config, state, steps, evaluator, inputs, result, log, signals):
     """The final evaluations and result.json of a run that reached its last step."""
     step = result["steps"]
-    if steps.replicas > 1:
-        steps.sync_statistics()
+    steps.sync_statistics()
     skipped, names = inputs.report()
     result.update(total_steps=state.schedule.total_steps, skipped_images=skipped,
                   skipped_files=names, weights_sha256=weights_sha256(state.model))  # fmt: skip

@@ -266,6 +266,34 @@ def _synthetic(info, split, *, batch_size, image_size, training, eval_mode, inpu
     return ds
 
 
+def _decoded_batches(source, name, split, read, fn, batch_size, *, skip, skipped,
+                     drop_remainder, pad):  # fmt: skip
+    """Batches of fn's images from `source`'s split: each pass ends in a sentinel, training
+    passes repeat, every example gets its own augmentation seed (from the pass's seed), the
+    first `skip` examples are skipped before decoding, unreadable images are dropped and
+    counted, and with `pad` padding examples follow the split's last one forever."""
+    host_memory.reuse_freed_buffers()  # batches above 32 MB: see host_memory.py
+    ds = source.examples(split, read).concatenate(_sentinel_example())
+    if read.training:
+        ds = ds.repeat()  # with epoch=e, only to stand in for images that fail to decode
+    pipeline_id = read.pipelines[1]
+    element_seeds = tf.data.Dataset.random(
+        seed=None if read.seed is None else read.seed + 7919 * pipeline_id
+    ).batch(2)
+    ds = tf.data.Dataset.zip(ds, element_seeds).map(
+        lambda example, element_seed: (*example, element_seed)
+    )
+    if read.training and skip:
+        ds = ds.skip(skip)
+    counter = skipped if skipped is not None else SkipCounter()
+    ds = _map_skipping(ds, fn, counter, name, source.info.num_classes, source.label_base)
+    if pad:
+        padding = _sentinel_example().map(
+            lambda data, label, origin: (fn(data, origin, tf.zeros([2], tf.int64)), label))
+        ds = ds.concatenate(padding.cache().repeat())
+    return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
 def make_dataset(
     name,
     split,
@@ -346,31 +374,14 @@ def make_dataset(
                         seed=pass_seed, drop_remainder=drop_remainder,
                         pad_batches=pad_batches)  # fmt: skip
     else:
-        host_memory.reuse_freed_buffers()  # batches above 32 MB: see host_memory.py
         read = sources.ReadOptions(training=training, input_context=input_context,
                                    seed=pass_seed, deterministic=ordered,
                                    shuffle_buffer=shuffle_buffer)  # fmt: skip
-        ds = source.examples(split, read).concatenate(_sentinel_example())
-        if training:
-            ds = ds.repeat()  # with epoch=e, only to stand in for images that fail to decode
-        pipeline_id = input_context.input_pipeline_id if input_context else 0
-        element_seeds = tf.data.Dataset.random(
-            seed=None if pass_seed is None else pass_seed + 7919 * pipeline_id
-        ).batch(2)
-        ds = tf.data.Dataset.zip(ds, element_seeds).map(
-            lambda example, element_seed: (*example, element_seed)
-        )
-        if training and skip_steps:
-            ds = ds.skip(skip_steps * replicas_per_pipeline * batch_size)
         fn = _image_fn(source, info, training, augmentation, eval_mode, image_size, lighting)
-        counter = skipped if skipped is not None else SkipCounter()
-        ds = _map_skipping(ds, fn, counter, f"{name} {split}", info.num_classes,
-                           source.label_base)  # fmt: skip
-        if pad_batches and not training:
-            padding = _sentinel_example().map(
-                lambda data, label, origin: (fn(data, origin, tf.zeros([2], tf.int64)), label))
-            ds = ds.concatenate(padding.cache().repeat())
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder or pad_batches)
+        ds = _decoded_batches(source, f"{name} {split}", split, read, fn, batch_size,
+                              skip=skip_steps * replicas_per_pipeline * batch_size,
+                              skipped=skipped, drop_remainder=drop_remainder or pad_batches,
+                              pad=pad_batches and not training)  # fmt: skip
     if training and epoch is not None:
         steps = batches_per_epoch(info.num_examples(split), batch_size * replicas)
         ds = ds.take((steps - skip_steps) * replicas_per_pipeline)

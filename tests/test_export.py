@@ -369,20 +369,11 @@ def real_jpeg():
 def torchvision_resnet18_state(classes=10, seed=4):
     """A ResNet-18 state dict in torchvision's naming and layout (OIHW kernels, (out, in) fc),
     random weights and non-trivial BatchNorm statistics, float32 numpy arrays."""
+    from test_pretrained import random_units  # tests/: the same units as the import tests
+
     rng = np.random.default_rng(seed)
     state = {}
-
-    def conv(key, out_channels, in_channels, size):
-        std = np.sqrt(2.0 / (in_channels * size * size))
-        shape = (out_channels, in_channels, size, size)
-        state[key + ".weight"] = (rng.standard_normal(shape) * std).astype("float32")
-
-    def bn(key, channels):
-        state[key + ".weight"] = rng.uniform(0.5, 1.5, channels).astype("float32")
-        state[key + ".bias"] = rng.normal(0, 0.1, channels).astype("float32")
-        state[key + ".running_mean"] = rng.normal(0, 0.2, channels).astype("float32")
-        state[key + ".running_var"] = rng.uniform(0.5, 2.0, channels).astype("float32")
-        state[key + ".num_batches_tracked"] = np.array(7, "int64")
+    conv, bn = random_units(state, rng)
 
     conv("conv1", 64, 3, 7)
     bn("bn1", 64)

@@ -90,8 +90,10 @@ def validate(config):
         fail("profile_steps", f"must be two steps 0 < first <= last, got {config.profile_steps}")
     if not config.model_dir:
         fail("model_dir", "is required")
-    if config.base_learning_rate <= 0:
-        fail("base_learning_rate", f"must be positive, got {config.base_learning_rate}")
+    for rate_flag in ("base_learning_rate", "warm_start_learning_rate"):
+        rate = getattr(config, rate_flag)
+        if rate is not None and not (math.isfinite(rate) and rate > 0):  # NaN > 0 is False too
+            fail(rate_flag, f"must be a positive finite number, got {rate}")
 
 
 def make_strategy(name, devices=None, cpu_devices=0, tpu=None):

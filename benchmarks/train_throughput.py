@@ -1,8 +1,12 @@
-"""Training throughput: keras.applications and keras_resnet under model.fit, and the trainer.
+"""Training throughput: keras.applications and keras_resnet under model.fit, the trainer, and
+torchvision.
 
-    python benchmarks/train_throughput.py                    # defaults: about 10 minutes
+    python benchmarks/train_throughput.py                    # defaults: 10+ minutes
     python benchmarks/train_throughput.py --models resnet20,resnet56 --repeats 5
     python benchmarks/train_throughput.py --models resnet50 --precision mixed_bfloat16
+    python benchmarks/train_throughput.py --models resnet18,resnet34,resnet50 \\
+        --kinds trainer,trainer_torchvision_arch,torchvision \\
+        --torch_python /path/to/venv-with-torch/bin/python
 
 For each model it trains on synthetic data (`--dataset=synthetic`: one fixed random batch,
 no decoding) and times, in configurations that each run in a fresh process:
@@ -10,26 +14,49 @@ no decoding) and times, in configurations that each run in a fresh process:
                     Keras user has today (ResNet-50/101/152 only);
   keras_resnet_fit  the keras_resnet model with model.fit: the model's own cost;
   trainer           keras_resnet.training.train, the loop behind trainers/*.py: the trainer's
-                    overhead on top of the model.
+                    overhead on top of the model;
+  trainer_torchvision_arch
+                    the trainer with torchvision's layout (shortcut option B, a bottleneck's
+                    stride on its 3x3: TORCHVISION_OPTIONS) instead of the paper's (option A
+                    for ResNet-18/34, a bottleneck's stride on its first 1x1), so that it does
+                    torchvision's arithmetic (ResNet-18/34/50/101/152 only; not run by
+                    default);
+  torchvision       torchvision.models.resnet<depth>(weights=None) under a plain PyTorch loop
+                    that does the trainer's work per step (ResNet-18/34/50/101/152 only), run
+                    by the interpreter --torch_python (default: this one), which needs torch
+                    and torchvision but neither TensorFlow nor keras_resnet. Where it cannot
+                    import them, the run says why in one line and goes on without this kind.
 The configurations alternate (A B C A B C ...) for --repeats rounds, so that a shared
 machine's noise shows in every one alike; the summary prints the median images/second of
 each, the ratios of the medians (with the range of the per-round ratios), and the peak
 resident memory of each process (from os.wait4, so the parent measures every child apart).
+The first line names the CPU and whether it has bfloat16 instructions (avx512_bf16,
+amx_bf16), which decide what --precision=mixed_bfloat16 can gain on either side.
 
-Like with like: every configuration reads the same tf.data pipeline, uses SGD with momentum
-0.9 and the trainer's learning-rate schedule, and the trainer's weight decay (0.5 * wd *
-||w||^2 on conv and dense kernels, added to the loss; model.fit gets it through a
+Like with like: every Keras configuration reads the same tf.data pipeline, uses SGD with
+momentum 0.9 and the trainer's learning-rate schedule, and the trainer's weight decay (0.5 *
+wd * ||w||^2 on conv and dense kernels, added to the loss; model.fit gets it through a
 compute_loss override), computes top-1 and top-5 accuracy as the trainer does, runs
 --steps_per_execution steps per tf.function call (the trainer's default: 1 for the ImageNet
 nets, 10 for the CIFAR ones), and leaves XLA off on CPU (where it is slower) as the trainer's
 --jit_compile=auto does. The first --warmup_steps (tracing, first-call allocation) are not
 timed; the trainer's own figure (its result's images_per_second) leaves out its first
 interval between metric reads in the same way, and its checkpoint save at the end.
+The torchvision loop matches that on the CPU: float32 weights, channels-last model and
+inputs, one fixed random batch and labels reused every step (no input pipeline at all: the
+--input_check line shows what ours costs), SGD with the trainer's momentum and peak learning
+rate (its schedule is constant over so few steps), the same weight decay added to the mean
+cross-entropy, top-1 and top-5 hits (torch.topk) summed every step, os.cpu_count() threads,
+and the same warm-up. --precision=mixed_bfloat16 runs forward and loss under
+torch.autocast("cpu", dtype=torch.bfloat16); mixed_float16 skips it (not comparable on CPU).
+It always runs on the CPU, so its ratios compare like with like only where the Keras
+configurations do too (a machine without a GPU, or with CUDA_VISIBLE_DEVICES="").
 """
 
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -40,10 +67,15 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-KINDS = ("applications_fit", "keras_resnet_fit", "trainer")
+KINDS = ("applications_fit", "keras_resnet_fit", "trainer", "trainer_torchvision_arch",
+         "torchvision")  # fmt: skip
+# Without --kinds: all but trainer_torchvision_arch, which only matters next to torchvision.
+DEFAULT_KINDS = ("applications_fit", "keras_resnet_fit", "trainer", "torchvision")
 APPLICATIONS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
+TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # Per family: batch, image size, warm-up and timed steps, chosen for about 10 minutes on 2
-# CPU cores with the default 2 rounds (docs/performance.md: 599 s); steps per execution and
+# CPU cores with the default 2 rounds (docs/performance.md: 599 s, without the torchvision
+# leg, which adds its own ResNet-50 runs where torch is installed); steps per execution and
 # the learning rate's reference batch are the trainers' (keras_resnet.recipes.FAMILIES).
 FAMILY_DEFAULTS = {
     "imagenet": dict(batch_size=32, image_size=224, warmup_steps=1, steps=2),
@@ -66,20 +98,35 @@ def settings(args, model):
     for name in ("warmup_steps", "steps"):
         if chosen[name] % spe:
             sys.exit(f"--{name}: {chosen[name]} is not a multiple of --steps_per_execution {spe}")
-    return dict(chosen, model=model, family=family, precision=args.precision,
-                jit_compile=args.jit_compile)  # fmt: skip
+    chosen = dict(chosen, model=model, family=family, precision=args.precision,
+                  jit_compile=args.jit_compile)  # fmt: skip
+    return dict(chosen, torch_loop=torch_loop_settings(chosen))
+
+
+def torch_loop_settings(s):
+    """The trainer's numbers that the torchvision worker, which cannot import keras_resnet,
+    uses: the synthetic data's classes, the peak learning rate, momentum and weight decay."""
+    from keras_resnet import data, training
+
+    info = data.dataset_info("synthetic")
+    config = train_config(s, model_dir="unused")
+    schedule = training.make_schedule(config, info.num_train_examples // s["batch_size"],
+                                      config.train_steps)  # fmt: skip
+    return dict(classes=info.num_classes, learning_rate=schedule.peak_rate,
+                momentum=config.momentum, weight_decay=config.weight_decay)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
 # Workers: one configuration, in this process; the result is one line on stdout.
 
 
-def train_config(s, model_dir):
+def train_config(s, model_dir, model_options=None):
     from keras_resnet import recipes, training
 
     return training.TrainConfig(
         model_dir=model_dir,
         model=s["model"],
+        model_options=model_options or {},
         dataset="synthetic",
         image_size=s["image_size"],
         batch_size=s["batch_size"],
@@ -94,11 +141,12 @@ def train_config(s, model_dir):
     )
 
 
-def run_trainer(s):
+def run_trainer(s, model_options=None):
     from keras_resnet import training
 
     with tempfile.TemporaryDirectory() as model_dir:
-        result = training.train(train_config(s, model_dir), log=lambda line: None)
+        config = train_config(s, model_dir, model_options)
+        result = training.train(config, log=lambda line: None)
     return result["images_per_second"]
 
 
@@ -183,10 +231,62 @@ def run_input(s):
     return count * s["batch_size"] / (time.perf_counter() - start)
 
 
+def run_torchvision(s):
+    """torchvision's ResNet under a plain PyTorch loop that does the trainer's work per step
+    (see the module docstring). It imports only torch, torchvision and the standard library:
+    it runs under --torch_python, which need have neither TensorFlow nor keras_resnet."""
+    import torch
+    import torchvision
+
+    torch.set_num_threads(os.cpu_count())
+    loop = s["torch_loop"]
+    model = getattr(torchvision.models, s["model"])(weights=None, num_classes=loop["classes"])
+    model = model.to(memory_format=torch.channels_last).train()
+    shape = (s["batch_size"], 3, s["image_size"], s["image_size"])
+    images = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(loop["classes"], (s["batch_size"],))
+    optimizer = torch.optim.SGD(model.parameters(), lr=loop["learning_rate"],
+                                momentum=loop["momentum"])  # fmt: skip
+    # The trainer decays conv and dense kernels only: not biases, not BN.
+    kernels = [m.weight for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]  # fmt: skip
+    # Top-1 and top-5 hits, summed on the side as the trainer's totals are (never read here).
+    hits = torch.zeros(2)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16,
+                              enabled=s["precision"] == "mixed_bfloat16")  # fmt: skip
+
+    def step():
+        with autocast:
+            logits = model(images)
+            decay = sum(kernel.square().sum() for kernel in kernels)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            loss = loss + 0.5 * loop["weight_decay"] * decay
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            top5 = torch.topk(logits, 5).indices == labels[:, None]
+            hits.add_(torch.stack([top5[:, 0].sum(), top5.any(dim=1).sum()]))
+
+    for _ in range(s["warmup_steps"]):
+        step()
+    # Eager PyTorch on the CPU returns when the work is done: no device to wait for.
+    start = time.perf_counter()
+    for _ in range(s["steps"]):
+        step()
+    return s["steps"] * s["batch_size"] / (time.perf_counter() - start)
+
+
 def worker(kind, s):
     start = time.perf_counter()
     if kind == "trainer":
         rate = run_trainer(s)
+    elif kind == "trainer_torchvision_arch":
+        from keras_resnet.architectures import TORCHVISION_OPTIONS
+
+        rate = run_trainer(s, model_options=TORCHVISION_OPTIONS)
+    elif kind == "torchvision":
+        rate = run_torchvision(s)
     elif kind == "input":
         rate = run_input(s)
     else:
@@ -199,9 +299,51 @@ def worker(kind, s):
 # The parent: alternate the configurations, each in a fresh process; summarise.
 
 
-def run_child(kind, s, timeout):
-    """(images/s, peak RSS in MB, wall seconds) of one configuration in its own process."""
-    command = [sys.executable, os.path.abspath(__file__), "--worker", kind,
+def cpu_description():
+    """The CPU's model name and its bfloat16 instructions, which decide what mixed_bfloat16
+    can gain on either side."""
+    name, flags = None, None
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key == "model name" and name is None:
+                    name = value
+                elif key == "flags" and flags is None:
+                    flags = set(value.split())
+    except OSError:  # not Linux
+        pass
+
+    def has(flag):
+        return "unknown" if flags is None else ("yes" if flag in flags else "no")
+
+    return (f"CPU: {name or platform.processor() or 'unknown'} ({os.cpu_count()} CPUs; "
+            f"avx512_bf16: {has('avx512_bf16')}, amx_bf16: {has('amx_bf16')})")  # fmt: skip
+
+
+def torchvision_unavailable(args):
+    """Why the torchvision kind cannot run (None when it can): a mixed_float16 run, or an
+    interpreter that cannot import torch and torchvision."""
+    if args.precision == "mixed_float16":
+        return "--precision=mixed_float16 is not comparable on CPU"
+    try:
+        probe = subprocess.run([args.torch_python, "-c", "import torch, torchvision"],
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+    except OSError as error:  # no such interpreter
+        return f"{error.strerror}: {args.torch_python}"
+    except subprocess.TimeoutExpired:
+        return f"importing torch took over 300 s in {args.torch_python}"
+    if probe.returncode:
+        # The exception's message, e.g. "No module named 'torch'", without its class name.
+        last_line = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
+        return f"{last_line.split(': ', 1)[-1]} from {args.torch_python}"
+    return None
+
+
+def run_child(kind, s, timeout, python):
+    """(images/s, peak RSS in MB, wall seconds) of one configuration in its own process,
+    run by the interpreter `python`."""
+    command = [python, os.path.abspath(__file__), "--worker", kind,
                "--worker_settings", json.dumps(s)]  # fmt: skip
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     start = time.perf_counter()
@@ -223,8 +365,9 @@ def run_child(kind, s, timeout):
 
 def summarise(runs, models, kinds_of):
     """Prints the table of medians, the ratios and the peak memory."""
-    print("\nmodel      batch  size  precision        configuration      img/s  (min-max)"
-          "       peak RSS MB")
+    width = max([17] + [len(kind) for kinds in kinds_of.values() for kind in kinds])
+    print(f"\nmodel      batch  size  precision        {'configuration':<{width}} {'img/s':>7}"
+          "  (min-max)       peak RSS MB")
     medians = {}
     for model, s in models.items():
         for kind in kinds_of[model]:
@@ -232,14 +375,16 @@ def summarise(runs, models, kinds_of):
             memory = statistics.median(r[1] for r in runs[model, kind])
             medians[model, kind] = statistics.median(rates)
             print(f"{model:<10} {s['batch_size']:>5} {s['image_size']:>5}  {s['precision']:<16} "
-                  f"{kind:<17} {medians[model, kind]:>7.2f}  ({min(rates):.2f}-{max(rates):.2f})"
-                  f"  {memory:>8.0f}")
+                  f"{kind:<{width}} {medians[model, kind]:>7.2f}  "
+                  f"({min(rates):.2f}-{max(rates):.2f})  {memory:>8.0f}")
     print()
     for model in models:
         kinds = kinds_of[model]
         pairs = [(a, b) for a, b in (("trainer", "applications_fit"),
                                      ("trainer", "keras_resnet_fit"),
-                                     ("keras_resnet_fit", "applications_fit"))
+                                     ("keras_resnet_fit", "applications_fit"),
+                                     ("trainer", "torchvision"),
+                                     ("trainer_torchvision_arch", "torchvision"))
                  if a in kinds and b in kinds]  # fmt: skip
         for a, b in pairs:
             per_round = [x[0] / y[0] for x, y in zip(runs[model, a], runs[model, b])]
@@ -267,17 +412,24 @@ def main():
     parser.add_argument("--warmup_steps", type=int, help="untimed; default 1 ImageNet, 10 CIFAR")
     parser.add_argument("--steps", type=int, help="timed steps; default 2 ImageNet, 20 CIFAR")
     parser.add_argument("--repeats", type=int, default=2, help="alternating rounds")
-    parser.add_argument("--kinds", default=",".join(KINDS), help="configurations to run")
+    parser.add_argument("--kinds", default=",".join(DEFAULT_KINDS),
+                        help=f"configurations to run, some of {','.join(KINDS)}")
+    parser.add_argument("--torch_python", default=sys.executable,
+                        help="the interpreter of the torchvision kind, with torch and "
+                             "torchvision (default: this one)")  # fmt: skip
     parser.add_argument("--input_check", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the input pipeline alone, once per model")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per process")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker_settings", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # Before anything imports keras_resnet: the torchvision worker's interpreter may not have
+    # TensorFlow.
     if args.worker:
         worker(args.worker, json.loads(args.worker_settings))
         return
 
+    print(cpu_description(), flush=True)
     from keras_resnet.models import canonical_name
 
     try:
@@ -289,15 +441,24 @@ def main():
     unknown = set(wanted) - set(KINDS)
     if unknown:
         sys.exit(f"--kinds: unknown {sorted(unknown)}; expected some of {KINDS}")
+    # Kinds that run for some models only; the others run for every model.
+    only_for = {"applications_fit": APPLICATIONS, "trainer_torchvision_arch": TORCHVISION_MODELS,
+                "torchvision": TORCHVISION_MODELS}  # fmt: skip
     kinds_of = {
-        model: [k for k in KINDS if k in wanted and (k != "applications_fit"
-                                                      or model in APPLICATIONS)]
+        model: [k for k in KINDS if k in wanted and model in only_for.get(k, [model])]
         for model in models
-    }  # fmt: skip
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; " + ", ".join(
+    }
+    print(f"load average {os.getloadavg()[0]:.2f}; " + ", ".join(
         f"{m}: batch {s['batch_size']}, {s['image_size']}x{s['image_size']}, {s['precision']}, "
         f"{s['steps_per_execution']} steps/execution, {s['warmup_steps']} warm-up + "
         f"{s['steps']} timed steps" for m, s in models.items()), flush=True)  # fmt: skip
+    if any("torchvision" in kinds for kinds in kinds_of.values()):
+        reason = torchvision_unavailable(args)
+        if reason:
+            print(f"torchvision: skipped ({reason})", flush=True)
+            for kinds in kinds_of.values():
+                if "torchvision" in kinds:
+                    kinds.remove("torchvision")
 
     runs = {(model, kind): [] for model in models for kind in kinds_of[model]}
     fastest = {}
@@ -305,16 +466,17 @@ def main():
     for round_index in range(args.repeats):
         for model, s in models.items():
             for kind in kinds_of[model]:
-                rate, memory, seconds = run_child(kind, s, args.timeout)
+                python = args.torch_python if kind == "torchvision" else sys.executable
+                rate, memory, seconds = run_child(kind, s, args.timeout, python)
                 runs[model, kind].append((rate, memory))
                 fastest[model] = max(fastest.get(model, 0), rate)
                 print(f"round {round_index + 1}/{args.repeats} {model} {kind}: {rate:.2f} img/s,"
                       f" peak RSS {memory:.0f} MB ({seconds:.0f} s)", flush=True)
     if args.input_check:
-        for model, s in models.items():
-            rate, _, _ = run_child("input", s, args.timeout)
+        for model, fastest_rate in fastest.items():  # models that had a configuration to run
+            rate, _, _ = run_child("input", models[model], args.timeout, sys.executable)
             print(f"input pipeline alone, {model} batches: {rate:.0f} img/s, "
-                  f"{rate / fastest[model]:.0f}x the fastest training rate", flush=True)
+                  f"{rate / fastest_rate:.0f}x the fastest training rate", flush=True)
     summarise(runs, models, kinds_of)
     print(f"\ntotal {time.perf_counter() - started:.0f} s, load average now "
           f"{os.getloadavg()[0]:.2f}")

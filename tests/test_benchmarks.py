@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -34,3 +36,59 @@ def test_train_throughput_rejects_a_bad_step_count():
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "--steps: 15 is not a multiple of --steps_per_execution 10" in done.stderr
+
+
+TINY_RESNET18 = [
+    "--models", "resnet18", "--image_size", "32", "--batch_size", "2", "--warmup_steps", "1",
+    "--steps", "1", "--repeats", "1", "--no-input_check",
+]  # fmt: skip
+
+
+def torch_import_error(python):
+    """Why `python` cannot import torch and torchvision; None when it can."""
+    try:
+        probe = subprocess.run([python, "-c", "import torch, torchvision"],
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+    except OSError as error:
+        return str(error)
+    return (probe.stderr.strip().splitlines() or ["failed"])[-1] if probe.returncode else None
+
+
+def test_train_throughput_skips_torchvision_without_torch():
+    if torch_import_error(sys.executable) is None:
+        pytest.skip(f"{sys.executable} has torch: no interpreter without it to test the skip")
+    command = [
+        sys.executable, os.path.join(ROOT, "benchmarks", "train_throughput.py"), *TINY_RESNET18,
+        "--kinds", "trainer,torchvision", "--torch_python", sys.executable,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"^CPU: .* avx512_bf16: (yes|no), amx_bf16: (yes|no)\)$",
+                     done.stdout.splitlines()[0]), done.stdout  # fmt: skip
+    skip = f"torchvision: skipped (No module named 'torch' from {sys.executable})"
+    assert skip in done.stdout.splitlines(), done.stdout
+    assert re.search(r"^resnet18 .* trainer +[0-9.]+ .* [0-9]+$", done.stdout, re.M), done.stdout
+    assert not re.search(r"^resnet18 .* torchvision ", done.stdout, re.M), done.stdout
+
+
+def test_train_throughput_compares_with_torchvision():
+    # An interpreter with torch and torchvision: KERAS_RESNET_TORCH_PYTHON's, else this one.
+    candidates = [os.environ.get("KERAS_RESNET_TORCH_PYTHON"), sys.executable]
+    errors = {python: torch_import_error(python) for python in candidates if python}
+    usable = [python for python, error in errors.items() if error is None]
+    if not usable:
+        pytest.skip(f"no interpreter with torch and torchvision (set KERAS_RESNET_TORCH_PYTHON):"
+                    f" {errors}")  # fmt: skip
+    command = [
+        sys.executable, os.path.join(ROOT, "benchmarks", "train_throughput.py"), *TINY_RESNET18,
+        "--kinds", "trainer,torchvision", "--torch_python", usable[0],
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    row = r"^resnet18 .* torchvision +[0-9.]+ .* [0-9]+$"
+    assert re.search(row, done.stdout, re.M), done.stdout
+    assert re.search(
+        r"^ratio resnet18 trainer / torchvision: [0-9.]+ img/s .* peak RSS [0-9.]+$",
+        done.stdout,
+        re.M,
+    ), done.stdout

@@ -2,8 +2,9 @@
 
     python benchmarks/input_pipeline.py                  # paper augmentation, 224x224
     python benchmarks/input_pipeline.py --augmentation inception --source tfrecord
+    python benchmarks/input_pipeline.py --quality 65       # smaller JPEGs, about 60 KB
 
-It writes ImageNet-like JPEGs (500x375, quality 90, random content with the 1/f spectrum of
+It writes ImageNet-like JPEGs (500x375, --quality 90 by default, random content with the 1/f spectrum of
 natural photographs, about 125 KB each) into a temporary folder, then measures in this one
 process, alternately, over the same files:
   raw       tf.io.read_file + tf.io.decode_jpeg, parallel map, nothing else: the reference;
@@ -11,7 +12,8 @@ process, alternately, over the same files:
             window), augment, normalise, batch, with the skipping of unreadable images;
 and prints both rates (images/s and this process's CPU milliseconds per image) and their
 ratios, the medians of --repeats alternating rounds. The pipeline's target on a 2-core CPU
-is at least 0.85x raw decoding.
+is at least 0.9x raw decoding. Smaller files (--quality 65: about 60 KB) decode faster, so
+the pipeline's fixed cost per image (resize, normalise, batch, bookkeeping) weighs more.
 """
 
 import argparse
@@ -102,15 +104,17 @@ def main(argv=None):
     parser.add_argument("--lighting", action="store_true")
     parser.add_argument("--source", default="folder", choices=("folder", "tfrecord"),
                         help="read the JPEG files (folder) or the same images as TFRecords")
+    parser.add_argument("--quality", type=int, default=90,
+                        help="JPEG quality: 90 gives about 125 KB per file, 65 about 60 KB")
     parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="input_pipeline_bench_") as folder:
         t = time.perf_counter()
-        paths = write_jpegs(folder, args.images)
+        paths = write_jpegs(folder, args.images, quality=args.quality)
         size = sum(os.path.getsize(p) for p in paths) / len(paths) / 1024
-        print(f"wrote {len(paths)} JPEGs 500x375 q90 (mean {size:.0f} KB) in "
+        print(f"wrote {len(paths)} JPEGs 500x375 q{args.quality} (mean {size:.0f} KB) in "
               f"{time.perf_counter() - t:.1f} s; {os.cpu_count()} CPU cores; TF {tf.__version__}")
 
         name, data_dir = (
@@ -148,7 +152,7 @@ def main(argv=None):
                   f"(rounds: {', '.join(f'{r:.0f}' for r in rates[label])} images/s)")
         raw, full = medians.values()
         raw_cpu, full_cpu = cpu_medians.values()
-        print(f"ratio pipeline / raw decoding: {full / raw:.2f}x in images/s (target >= 0.85x), "
+        print(f"ratio pipeline / raw decoding: {full / raw:.2f}x in images/s (target >= 0.9x), "
               f"{raw_cpu / full_cpu:.2f}x in images per CPU-second")
         print(f"malloc thresholds raised by keras_resnet.data (host_memory.py): "
               f"{host_memory._done}")

@@ -513,7 +513,32 @@ def test_a_tfrecord_label_out_of_range_stops_with_the_file_and_the_label(tmp_pat
             _collect(ds.take(3))
         message = data.data_error_message(raised.value)
         shard = os.path.join(str(tmp_path), "train-00000-of-00001")
-        assert message == f"{shard} record 2: label {bad_label} is outside 1..1000 (1000 classes)"
+        assert message == f"{shard}: label {bad_label} is outside 1..1000 (1000 classes)"
+
+
+def test_a_tfrecord_with_image_file_names_names_the_bad_image(tmp_path):
+    rng = np.random.default_rng(0)
+    items = [(encoded, label, f"image_{i}.JPEG")
+             for i, (encoded, label) in enumerate(_tfrecord_items(rng, 2))]  # fmt: skip
+    items[1] = (items[1][0], 9998, items[1][2])  # write_tfrecords stores label + 1
+    items[2] = (b"not a JPEG", 0, items[2][2])
+    demo.write_tfrecords(str(tmp_path), "train", items, num_shards=1)
+    shard = os.path.join(str(tmp_path), "train-00000-of-00001")
+    skipped = data.SkipCounter()
+    ds = data.make_dataset("imagenet_tfrecord", "train", data_dir=str(tmp_path), batch_size=1,
+                           image_size=16, training=False, skipped=skipped)  # fmt: skip
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        _collect(ds)
+    assert data.data_error_message(raised.value) == (
+        f"{shard} (image_1.JPEG): label 9999 is outside 1..1000 (1000 classes)")
+    del items[1]
+    os.remove(shard)
+    demo.write_tfrecords(str(tmp_path), "train", items, num_shards=1)
+    skipped = data.SkipCounter()
+    ds = data.make_dataset("imagenet_tfrecord", "train", data_dir=str(tmp_path), batch_size=1,
+                           image_size=16, training=False, skipped=skipped)  # fmt: skip
+    assert len(_collect(ds)[1]) == len(items) - 1
+    assert skipped.names() == [f"{shard} (image_2.JPEG)"]
 
 
 def test_a_tfrecord_shard_cut_inside_a_record_is_named(tmp_path):

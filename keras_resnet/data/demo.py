@@ -114,25 +114,29 @@ def draw(label, rng):
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
-def _example(jpeg, label):
+def _example(jpeg, label, filename=None):
     feature = {
         "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
         # 1-based, as in the classic ImageNet TFRecords.
         "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label + 1])),
         "image/format": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"JPEG"])),
     }
+    if filename is not None:
+        feature["image/filename"] = tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[filename.encode("utf-8")]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 def write_tfrecords(folder, split, images_and_labels, num_shards):
-    """Writes (encoded image bytes, 0-based label) pairs as ImageNet-format TFRecord shards
-    folder/{split}-00000-of-0000N (labels stored 1-based)."""
+    """Writes (encoded image bytes, 0-based label[, file name]) items as ImageNet-format
+    TFRecord shards folder/{split}-00000-of-0000N (labels stored 1-based; the file name, where
+    given, as image/filename)."""
     items = list(images_and_labels)
     for shard in range(num_shards):
         path = os.path.join(folder, f"{split}-{shard:05d}-of-{num_shards:05d}")
         with tf.io.TFRecordWriter(path) as writer:
-            for encoded, label in items[shard::num_shards]:
-                writer.write(_example(encoded, label))
+            for item in items[shard::num_shards]:
+                writer.write(_example(*item))
 
 
 def generate(folder, num_train=NUM_TRAIN, num_validation=NUM_VALIDATION, seed=SEED):

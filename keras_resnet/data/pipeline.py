@@ -168,12 +168,15 @@ def _map_skipping(ds, fn, counter, name, num_classes, label_base):
         # origin by example number, from before the decode until the example has passed.
         pending = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
 
-    def remember(index, example):
+    def remembered_fn(index, example):
+        # Remembered before the decode can fail. The map keeps the order, so by the time an
+        # example comes out, every example before it has been remembered (and has come out
+        # or failed).
         with tf.control_dependencies([pending.insert(index[None], example[2][None])]):
-            return tf.identity(index), example
+            return fn(example[0], example[2], example[3]), example[1], example[2], index
 
-    ds = ds.enumerate().map(remember).map(
-        lambda index, ex: (fn(ex[0], ex[2], ex[3]), ex[1], ex[2], index),
+    ds = ds.enumerate().map(
+        remembered_fn,
         num_parallel_calls=AUTOTUNE,
         deterministic=True,  # the gaps in the numbering are the skipped images
     ).ignore_errors()
@@ -224,11 +227,11 @@ def _map_skipping(ds, fn, counter, name, num_classes, label_base):
             done = pending.remove(tf.concat([missing, [index]], 0))
         with tf.control_dependencies([done]):
             failures = tf.where(sentinel, failures, tf.zeros_like(failures))
-            return (tf.identity(index), failures), (images, tf.identity(label), origin)
+            return (tf.identity(index), failures), (images, tf.identity(label))
 
+    # Every label that passed the check is a class, so PADDING_LABEL is the sentinel's alone.
     ds = ds.scan((tf.constant(-1, tf.int64), tf.constant(0, tf.int64)), account)
-    ds = ds.filter(lambda images, label, origin: tf.not_equal(origin, _SENTINEL_ORIGIN))
-    return ds.map(lambda images, label, origin: (images, label))
+    return ds.filter(lambda images, label: tf.not_equal(label, PADDING_LABEL))
 
 
 def _synthetic(info, split, *, batch_size, image_size, training, eval_mode, input_context,

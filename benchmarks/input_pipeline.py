@@ -4,9 +4,9 @@
     python benchmarks/input_pipeline.py --augmentation inception --source tfrecord
     python benchmarks/input_pipeline.py --quality 65       # smaller JPEGs, about 60 KB
 
-It writes ImageNet-like JPEGs (500x375, --quality 90 by default, random content with the 1/f spectrum of
-natural photographs, about 125 KB each) into a temporary folder, then measures in this one
-process, alternately, over the same files:
+It writes ImageNet-like JPEGs (500x375, --quality 90 by default, random content with the 1/f
+spectrum of natural photographs, about 125 KB each) into a temporary folder, then measures in
+this one process, alternately, over the same files:
   raw       tf.io.read_file + tf.io.decode_jpeg, parallel map, nothing else: the reference;
   pipeline  keras_resnet.data.make_dataset(..., training=True): decode (only the crop
             window), augment, normalise, batch, with the skipping of unreadable images;

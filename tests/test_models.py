@@ -141,6 +141,25 @@ def test_option_a_adds_no_parameters_and_pads_with_zeros():
     np.testing.assert_array_equal(y[..., 3:], 0.0)
 
 
+@pytest.mark.parametrize("size", [6, 7])
+def test_option_a_subsamples_and_back_propagates_as_the_strided_slice(size):
+    """The shortcut's pooling kernel is the paper's subsampling, forward and backward, on even
+    and odd sizes (the first pixel and every second one after it)."""
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, size, size, 3)), tf.float32)
+    weights = tf.constant(np.random.default_rng(1).normal(size=(2, (size + 1) // 2,
+                                                                (size + 1) // 2, 5)), tf.float32)
+    shortcut = keras_resnet.ZeroPadShortcut(2, 5)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = tf.reduce_sum(shortcut(x) * weights)
+        reference = tf.reduce_sum(
+            tf.pad(x[:, ::2, ::2, :], [[0, 0], [0, 0], [0, 0], [0, 2]]) * weights)
+    np.testing.assert_array_equal(ours.numpy(), reference.numpy())
+    np.testing.assert_array_equal(tape.gradient(ours, x), tape.gradient(reference, x))
+
+
 def test_option_b_projects_only_where_shape_changes_and_c_everywhere():
     def projections(model):
         return sorted(l.name for l in model.layers if l.name.endswith("_0_conv"))

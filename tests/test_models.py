@@ -1,3 +1,4 @@
+import json
 import keras
 import numpy as np
 import pytest
@@ -413,3 +414,54 @@ def test_preact_keras_file_round_trip_in_safe_mode(tmp_path):
     model.save(tmp_path / "preact.keras")
     loaded = keras.saving.load_model(tmp_path / "preact.keras", safe_mode=True)
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_batch_normalization_matches_keras_in_training(dtype):
+    """The fused TensorFlow path of blocks.BatchNormalization computes what Keras's layer
+    computes in training: outputs, gradients and the moving statistics."""
+    import tensorflow as tf
+
+    from keras_resnet import blocks
+
+    rng = np.random.default_rng(0)
+    x = tf.cast(tf.constant(rng.normal(2.0, 3.0, size=(4, 5, 6, 8)), tf.float32), dtype)
+    upstream = tf.constant(rng.normal(size=(4, 5, 6, 8)), tf.float32)
+    results = []
+    for layer_class in (keras.layers.BatchNormalization, blocks.BatchNormalization):
+        layer = layer_class(epsilon=1e-5, momentum=0.9, dtype=f"mixed_{dtype}"
+                            if dtype != "float32" else "float32")  # fmt: skip
+        layer.build(x.shape)
+        layer.gamma.assign(rng.normal(1.0, 0.2, size=8) if not results else results[0][4])
+        layer.beta.assign(rng.normal(0.0, 0.2, size=8) if not results else results[0][5])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+        grads = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+        results.append((y, *grads, layer.gamma.numpy(), layer.beta.numpy(),
+                        layer.moving_mean.numpy(), layer.moving_variance.numpy()))  # fmt: skip
+    keras_result, fused_result = results
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    for a, b in zip(keras_result, fused_result):
+        np.testing.assert_allclose(tf.cast(a, tf.float32), tf.cast(b, tf.float32),
+                                   rtol=tolerance, atol=tolerance)  # fmt: skip
+    assert fused_result[0].dtype == keras_result[0].dtype
+
+
+def test_models_use_the_fused_batch_normalization_and_keep_keras_inference():
+    from keras_resnet import blocks
+
+    model = keras_resnet.ResNet20(input_shape=(32, 32, 3))
+    norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert norms and all(isinstance(l, blocks.BatchNormalization) for l in norms)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    keras_copy = keras.Model.from_config(
+        json.loads(model.to_json().replace('"keras_resnet>BatchNormalization"', "null")
+                   .replace('"module": "keras_resnet.blocks"', '"module": "keras.layers"'))["config"])
+    keras_copy.set_weights(model.get_weights())
+    assert not any(isinstance(l, blocks.BatchNormalization) for l in keras_copy.layers)
+    np.testing.assert_allclose(model(x, training=False), keras_copy(x, training=False),
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(model(x, training=True), keras_copy(x, training=True),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip

@@ -23,6 +23,9 @@ STRIDE_POSITIONS = ("1x1", "3x3")
 CONV_INITIALIZER = "he_normal"
 
 
+FUSED_BN_DTYPES = ("float32", "bfloat16", "float16")  # FusedBatchNormV3's input types
+
+
 @keras.saving.register_keras_serializable(package="keras_resnet")
 class BatchNormalization(layers.BatchNormalization):
     """Keras's BatchNormalization, computed in training by TensorFlow's fused kernel where it
@@ -73,7 +76,7 @@ class BatchNormalization(layers.BatchNormalization):
             and len(inputs.shape) == 4
             and self.axis in (3, -1)
             and self.epsilon >= 1e-5  # cuDNN's smallest, for the same kernel on GPUs
-            and str(inputs.dtype) in ("float32", "bfloat16", "float16")
+            and keras.backend.standardize_dtype(inputs.dtype) in FUSED_BN_DTYPES
         )
 
 

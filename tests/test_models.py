@@ -442,6 +442,10 @@ def test_fused_batch_normalization_matches_keras_in_training(dtype):
         results.append((y, *grads, layer.gamma.numpy(), layer.beta.numpy(),
                         layer.moving_mean.numpy(), layer.moving_variance.numpy()))  # fmt: skip
     keras_result, fused_result = results
+    # ... and really through the fused kernel.
+    fused = blocks.BatchNormalization(epsilon=1e-5)
+    graph = tf.function(lambda t: fused(t, training=True)).get_concrete_function(x).graph
+    assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
     tolerance = 1e-5 if dtype == "float32" else 2e-2
     for a, b in zip(keras_result, fused_result):
         np.testing.assert_allclose(tf.cast(a, tf.float32), tf.cast(b, tf.float32),
@@ -456,9 +460,10 @@ def test_models_use_the_fused_batch_normalization_and_keep_keras_inference():
     norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
     assert norms and all(isinstance(l, blocks.BatchNormalization) for l in norms)
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
-    keras_copy = keras.Model.from_config(
-        json.loads(model.to_json().replace('"keras_resnet>BatchNormalization"', "null")
-                   .replace('"module": "keras_resnet.blocks"', '"module": "keras.layers"'))["config"])
+    # The same model with Keras's own layer: its config with our class name taken out.
+    config = model.to_json().replace('"keras_resnet>BatchNormalization"', "null")
+    config = config.replace('"module": "keras_resnet.blocks"', '"module": "keras.layers"')
+    keras_copy = keras.Model.from_config(json.loads(config)["config"])
     keras_copy.set_weights(model.get_weights())
     assert not any(isinstance(l, blocks.BatchNormalization) for l in keras_copy.layers)
     np.testing.assert_allclose(model(x, training=False), keras_copy(x, training=False),

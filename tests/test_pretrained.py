@@ -6,6 +6,7 @@ skip where those are not installed. KERAS_RESNET_TORCH_PYTHON names another inte
 that side (a virtualenv with torch, torchvision, timm), else it is this one.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -494,8 +495,10 @@ def test_parity_with_torchvision(depth, tmp_path):
     size = PARITY_SIZES[depth]
     raw = images(6, size, seed=depth)  # RGB 0..255: 2 to compare, 4 to calibrate BN with
     np.save(tmp_path / "images.npy", raw)
-    # Both ways in: torchvision's .pth (read with torch), timm's .safetensors (read without).
-    checkpoint = tmp_path / f"resnet{depth}{'.pth' if depth in (34, 101) else '.safetensors'}"
+    # Both ways in: torchvision's .pth (read with torch, so only where this process has it;
+    # the reference may run in another interpreter), timm's .safetensors (read without).
+    pth = depth in (34, 101) and importlib.util.find_spec("torch") is not None
+    checkpoint = tmp_path / f"resnet{depth}{'.pth' if pth else '.safetensors'}"
     files = [tmp_path / "images.npy", checkpoint, tmp_path / "logits.npz"]
     command = [TORCH_PYTHON, "-c", TORCHVISION_REFERENCE, str(depth), *map(str, files)]
     subprocess.run(command, check=True)

@@ -302,17 +302,9 @@ def worker(kind, s):
 def cpu_description():
     """The CPU's model name and its bfloat16 instructions, which decide what mixed_bfloat16
     can gain on either side."""
-    name, flags = None, None
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = (part.strip() for part in line.partition(":"))
-                if key == "model name" and name is None:
-                    name = value
-                elif key == "flags" and flags is None:
-                    flags = set(value.split())
-    except OSError:  # not Linux
-        pass
+    from keras_resnet.training import cpu_info
+
+    name, flags = cpu_info()
 
     def has(flag):
         return "unknown" if flags is None else ("yes" if flag in flags else "no")

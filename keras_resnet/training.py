@@ -455,19 +455,28 @@ def _uses_accelerator(strategy):
     return any("GPU" in device.upper() for device in devices)
 
 
-def _cpu_flags():
+def cpu_info():
+    """(model name, set of instruction flags) of this machine's CPU, from /proc/cpuinfo; None
+    for what cannot be read (not Linux)."""
+    name, flags = None, None
     try:
-        with open("/proc/cpuinfo") as f:
-            return set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
-    except (OSError, StopIteration):
-        return set()
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key == "model name" and name is None:
+                    name = value
+                elif key == "flags" and flags is None:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return name, flags
 
 
 def _precision_warning(precision, accelerated, cpu_flags=None):
     """What to tell a user whose mixed precision will be slow on this CPU, else None."""
     if accelerated or precision == "float32":
         return None
-    flags = _cpu_flags() if cpu_flags is None else cpu_flags
+    flags = (cpu_info()[1] or set()) if cpu_flags is None else cpu_flags
     if precision == "mixed_float16":
         return ("--mixed_precision=mixed_float16 on a CPU is emulated: measured about 100x "
                 "slower than float32 (ResNet-20: 4.5 against 430 images/s). Use float32, or "

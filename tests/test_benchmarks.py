@@ -92,3 +92,17 @@ def test_train_throughput_compares_with_torchvision():
         done.stdout,
         re.M,
     ), done.stdout
+
+
+@pytest.mark.parametrize("script", ["input_pipeline.py", "input_breakdown.py"])
+def test_input_benchmarks_print_a_rate_for_every_variant(script):
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", script), "--images", "12",
+               "--image_size", "32", "--batch_size", "4", "--seconds", "0.3", "--repeats", "1",
+               "--source", "tfrecord"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    labels = (["raw", "pipeline", "numbering only", "bare map", "no decoding"]
+              if script == "input_breakdown.py" else ["raw decode_jpeg", "pipeline \\("])
+    for label in labels:
+        assert re.search(rf"^{label}.* [0-9]+ images/s +[0-9.]+ CPU ms/image", done.stdout,
+                         re.M), done.stdout  # fmt: skip

@@ -1,0 +1,121 @@
+"""Where the input pipeline's CPU time goes beyond JPEG decoding: the pipeline with parts of
+its per-example work taken out, against raw decoding, in one process.
+
+    python benchmarks/input_breakdown.py --source tfrecord --quality 65
+
+Same files and measurement as benchmarks/input_pipeline.py (paper augmentation, 224x224,
+batch 64, training stream). Variants, alternated for --repeats rounds:
+  raw             tf.io.read_file + decode_jpeg of the JPEG files: the reference;
+  pipeline        keras_resnet.data.make_dataset as users get it;
+  numbering only  the same, but of the skipping of unreadable images only the numbering, the
+                  pending-origin table and ignore_errors (no in-order scan, no sentinel
+                  filter): what naming and counting the dropped images costs on top;
+  bare map        only the parallel decode/augment/normalise map and the batching;
+  no decoding     the bare map with every image a constant: reading, parsing, batching.
+A variant that leaves out a check is for measuring only: it would let unreadable images
+pass unnamed.
+"""
+
+import argparse
+import contextlib
+import gc
+import os
+import statistics
+import sys
+import tempfile
+
+import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from input_pipeline import measure, raw_decoding, write_jpegs  # noqa: E402
+
+from keras_resnet import data  # noqa: E402
+from keras_resnet.data import pipeline  # noqa: E402
+
+
+def numbering_only(ds, fn, counter, name, num_classes, label_base):
+    pending = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
+
+    def remembered_fn(index, example):
+        with tf.control_dependencies([pending.insert(index[None], example[2][None])]):
+            return fn(example[0], example[2], example[3]), example[1]
+
+    return ds.enumerate().map(remembered_fn, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True).ignore_errors()  # fmt: skip
+
+
+def bare_map(ds, fn, *unused):
+    return ds.map(lambda data_, label, origin, seed: (fn(data_, origin, seed), label),
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # fmt: skip
+
+
+def constant_images(image_size):
+    def variant(ds, fn, *unused):
+        def constant(data_, origin, seed):  # depends on the seed: not folded away
+            return tf.fill([image_size, image_size, 3], tf.cast(seed[0] % 3, tf.float32))
+
+        return bare_map(ds, constant)
+
+    return variant
+
+
+@contextlib.contextmanager
+def skipping_replaced_by(variant):
+    original = pipeline._map_skipping
+    pipeline._map_skipping = variant or original
+    try:
+        yield
+    finally:
+        pipeline._map_skipping = original
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--source", default="folder", choices=("folder", "tfrecord"))
+    parser.add_argument("--quality", type=int, default=90)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="input_breakdown_") as folder:
+        paths = write_jpegs(folder, args.images, quality=args.quality)
+        size = sum(os.path.getsize(p) for p in paths) / len(paths) / 1024
+        print(f"{len(paths)} JPEGs, mean {size:.0f} KB, source {args.source}, "
+              f"{os.cpu_count()} CPU cores, TF {tf.__version__}")
+        name, data_dir = (
+            ("folder", folder) if args.source == "folder"
+            else ("imagenet_tfrecord", os.path.join(folder, "records"))
+        )  # fmt: skip
+        variants = {"pipeline": None, "numbering only": numbering_only, "bare map": bare_map,
+                    "no decoding": constant_images(args.image_size)}  # fmt: skip
+        runs = {"raw": (raw_decoding(paths)[0], 1)}
+        for label, variant in variants.items():
+            with skipping_replaced_by(variant):
+                runs[label] = (data.make_dataset(
+                    name, "train", data_dir=data_dir, batch_size=args.batch_size,
+                    image_size=args.image_size, training=True, augmentation="paper"),
+                    args.batch_size)  # fmt: skip
+        rates = {label: [] for label in runs}
+        cpu = {label: [] for label in runs}
+        for _ in range(args.repeats):
+            for label, (dataset, per_element) in runs.items():
+                iterator = iter(dataset)
+                rate, ms = measure(iterator, per_element, args.seconds)
+                del iterator
+                gc.collect()
+                rates[label].append(rate)
+                cpu[label].append(ms)
+        raw = statistics.median(rates["raw"])
+        for label in runs:
+            rate, ms = statistics.median(rates[label]), statistics.median(cpu[label])
+            print(f"{label:15s} {rate:6.0f} images/s  {ms:5.2f} CPU ms/image  "
+                  f"{rate / raw:5.2f}x raw  (CPU ms per round: "
+                  f"{', '.join(f'{c:.2f}' for c in cpu[label])})")
+
+
+if __name__ == "__main__":
+    main()

@@ -482,6 +482,32 @@ def _all_corrupt_folder(root, per_class=3):
     return root
 
 
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_too_many_unreadable_images_in_a_row_stop_with_the_last_named(tmp_path, monkeypatch,
+                                                                     batch_size):
+    monkeypatch.setattr(data.pipeline, "MAX_CONSECUTIVE_FAILURES", 4)
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):  # evaluation order: by class, then by file name
+        folder = os.path.join(str(tmp_path), split, CLASSES[0])
+        _write(os.path.join(folder, "a.jpg"), _encode(_image(COLOURS[CLASSES[0]], 16, 16, rng)))
+        for i in range(3):  # three in a row: under the limit
+            _write(os.path.join(folder, f"b{i}.jpg"), b"not an image")
+        _write(os.path.join(folder, "c.jpg"), _encode(_image(COLOURS[CLASSES[0]], 16, 16, rng)))
+        for i in range(5):  # five in a row: over it
+            _write(os.path.join(folder, f"d{i}.jpg"), b"not an image")
+        _write(os.path.join(folder, "e.jpg"), _encode(_image(COLOURS[CLASSES[0]], 16, 16, rng)))
+        _write(os.path.join(str(tmp_path), split, CLASSES[1], "f.jpg"),
+               _encode(_image(COLOURS[CLASSES[1]], 16, 16, rng)))
+    ds = data.make_dataset("folder", "validation", data_dir=str(tmp_path),
+                           batch_size=batch_size, image_size=16, training=False)  # fmt: skip
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        _collect(ds)
+    message = data.data_error_message(raised.value)
+    assert message == (f"folder validation: 4 images in a row could not be read or decoded, the "
+                       f"last {tmp_path}/val/{CLASSES[0]}/d4.jpg; is --data_dir right, and are "
+                       "the files complete?")  # fmt: skip
+
+
 def test_a_stream_of_only_unreadable_images_stops_with_an_error_naming_one(tmp_path):
     folder = _all_corrupt_folder(str(tmp_path))
     train = data.make_dataset("folder", "train", data_dir=folder, batch_size=2, image_size=16,

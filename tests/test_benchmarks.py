@@ -101,7 +101,7 @@ def test_input_benchmarks_print_a_rate_for_every_variant(script):
                "--source", "tfrecord"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    labels = (["raw", "pipeline", "numbering only", "bare map", "no decoding"]
+    labels = (["raw", "numbering only", "bare map", "no decoding", "pipeline ", "pipeline, uint8"]
               if script == "input_breakdown.py" else ["raw decode_jpeg", "pipeline \\("])
     for label in labels:
         assert re.search(rf"^{label}.* [0-9]+ images/s +[0-9.]+ CPU ms/image", done.stdout,

@@ -805,6 +805,25 @@ def test_real_cifar10_jpegs(cifar_subset):
                                       batch_size=64, training=False))) == 1  # fmt: skip
 
 
+@pytest.mark.slow  # decodes all 10,000 test images (and extracts the archive on first use)
+def test_real_cifar10_test_split_counts_every_test_image_once():
+    if not CIFAR_ARCHIVE.exists():
+        pytest.skip(f"real CIFAR-10 JPEGs not found at {CIFAR_ARCHIVE}")
+    info = data.dataset_info("cifar10_folder", str(CIFAR_ARCHIVE))
+    assert (info.num_train_examples + info.num_validation_examples, info.num_test_examples) == (
+        50_000, 10_000)  # fmt: skip
+    # As the trainer evaluates it: padded batches of 128, padding labelled PADDING_LABEL.
+    real, per_class = 0, np.zeros(10, np.int64)
+    for _, labels in data.make_dataset("cifar10_folder", "test", data_dir=str(CIFAR_ARCHIVE),
+                                       batch_size=128, training=False, pad_batches=True):
+        labels = labels.numpy()
+        if (labels == data.PADDING_LABEL).all():
+            break
+        real += (labels != data.PADDING_LABEL).sum()
+        per_class += np.bincount(labels[labels != data.PADDING_LABEL], minlength=10)
+    assert real == 10_000 and (per_class == 1000).all()
+
+
 # --------------------------------------------------------------------------------------
 # The package's contract.
 

@@ -20,7 +20,6 @@ pass unnamed.
 
 import argparse
 import contextlib
-import gc
 import os
 import statistics
 import sys
@@ -30,7 +29,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from input_pipeline import measure, raw_decoding, write_jpegs  # noqa: E402
+from input_pipeline import benchmark_files, measure_rounds, raw_decoding  # noqa: E402
 
 from keras_resnet import data  # noqa: E402
 from keras_resnet.data import pipeline, preprocessing  # noqa: E402
@@ -89,20 +88,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="input_breakdown_") as folder:
-        paths = write_jpegs(folder, args.images, quality=args.quality)
-        size = sum(os.path.getsize(p) for p in paths) / len(paths) / 1024
-        print(f"{len(paths)} JPEGs, mean {size:.0f} KB, source {args.source}, "
-              f"{os.cpu_count()} CPU cores, TF {tf.__version__}")
-        name, data_dir = (
-            ("folder", folder) if args.source == "folder"
-            else ("imagenet_tfrecord", os.path.join(folder, "records"))
-        )  # fmt: skip
+        paths, name, data_dir = benchmark_files(folder, args.images, args.quality, args.source)
         # The pipeline last: measured right after raw decoding, it read 0.1-0.2 CPU-ms per
         # image more than when it followed the other variants.
         variants = {"numbering only": (numbering_only, None), "bare map": (bare_map, None),
                     "no decoding": (constant_images(args.image_size), None),
                     "pipeline": (None, None), "pipeline, uint8": (None, uint8_pixels)}  # fmt: skip
-        runs = {"raw": (raw_decoding(paths)[0], 1)}
+        runs = {"raw": (raw_decoding(paths), 1)}
         for label, (skipping, normalize) in variants.items():
             with replaced(pipeline, "_map_skipping", skipping), \
                     replaced(preprocessing, "normalize", normalize):
@@ -110,16 +102,7 @@ def main(argv=None):
                     name, "train", data_dir=data_dir, batch_size=args.batch_size,
                     image_size=args.image_size, training=True, augmentation="paper"),
                     args.batch_size)  # fmt: skip
-        rates = {label: [] for label in runs}
-        cpu = {label: [] for label in runs}
-        for _ in range(args.repeats):
-            for label, (dataset, per_element) in runs.items():
-                iterator = iter(dataset)
-                rate, ms = measure(iterator, per_element, args.seconds)
-                del iterator
-                gc.collect()
-                rates[label].append(rate)
-                cpu[label].append(ms)
+        rates, cpu = measure_rounds(runs, args.repeats, args.seconds)
         raw = statistics.median(rates["raw"])
         for label in runs:
             rate, ms = statistics.median(rates[label]), statistics.median(cpu[label])

@@ -80,7 +80,7 @@ def raw_decoding(paths):
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=False,
     )
-    return ds.prefetch(tf.data.AUTOTUNE), 1
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def measure(iterator, per_element, seconds, warmup=2.0):
@@ -94,6 +94,41 @@ def measure(iterator, per_element, seconds, warmup=2.0):
         images += per_element
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return images / wall, 1000 * cpu / images
+
+
+def benchmark_files(folder, count, quality, source):
+    """Writes the benchmark's JPEGs (and TFRecords) into folder and prints their size.
+    Returns (JPEG paths, dataset name, data_dir) for `source` ("folder" or "tfrecord")."""
+    t = time.perf_counter()
+    paths = write_jpegs(folder, count, quality=quality)
+    size = sum(os.path.getsize(p) for p in paths) / len(paths) / 1024
+    print(f"wrote {len(paths)} JPEGs 500x375 q{quality} (mean {size:.0f} KB) in "
+          f"{time.perf_counter() - t:.1f} s; source {source}; {os.cpu_count()} CPU cores; "
+          f"TF {tf.__version__}")
+    if source == "folder":
+        return paths, "folder", folder
+    return paths, "imagenet_tfrecord", os.path.join(folder, "records")
+
+
+def measure_rounds(runs, repeats, seconds, reverse_every_other=False):
+    """runs: {label: (dataset, images per element)} -> ({label: [images/s per round]},
+    {label: [CPU ms per image per round]}), the runs alternating within each round."""
+    rates = {label: [] for label in runs}
+    cpu = {label: [] for label in runs}
+    for round_index in range(repeats):
+        order = list(runs.items())
+        if reverse_every_other and round_index % 2:
+            order.reverse()
+        for label, (dataset, per_element) in order:
+            # A fresh iterator each round, deleted after it: an idle iterator would refill
+            # its buffers in the background, on the other run's time.
+            iterator = iter(dataset)
+            rate, ms = measure(iterator, per_element, seconds)
+            del iterator
+            gc.collect()
+            rates[label].append(rate)
+            cpu[label].append(ms)
+    return rates, cpu
 
 
 def main(argv=None):
@@ -112,43 +147,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="input_pipeline_bench_") as folder:
-        t = time.perf_counter()
-        paths = write_jpegs(folder, args.images, quality=args.quality)
-        size = sum(os.path.getsize(p) for p in paths) / len(paths) / 1024
-        print(f"wrote {len(paths)} JPEGs 500x375 q{args.quality} (mean {size:.0f} KB) in "
-              f"{time.perf_counter() - t:.1f} s; {os.cpu_count()} CPU cores; TF {tf.__version__}")
-
-        name, data_dir = (
-            ("folder", folder) if args.source == "folder"
-            else ("imagenet_tfrecord", os.path.join(folder, "records"))
-        )  # fmt: skip
+        paths, name, data_dir = benchmark_files(folder, args.images, args.quality, args.source)
         pipeline = data.make_dataset(
             name, "train", data_dir=data_dir, batch_size=args.batch_size,
             image_size=args.image_size, training=True, augmentation=args.augmentation,
             lighting=args.lighting,
         )  # fmt: skip
         runs = {
-            "raw decode_jpeg": (raw_decoding(paths)[0], 1),
+            "raw decode_jpeg": (raw_decoding(paths), 1),
             f"pipeline ({name}, {args.augmentation}{'+lighting' if args.lighting else ''}, "
             f"{args.image_size}x{args.image_size}, batch {args.batch_size})": (
                 pipeline, args.batch_size
             ),
         }
-        rates = {label: [] for label in runs}
-        cpu = {label: [] for label in runs}
-        for round_index in range(args.repeats):
-            # Each round in the other order: a run measured right after the other one read
-            # up to 0.17 CPU-ms per image more than in other positions (input_breakdown.py).
-            order = list(runs.items())[:: 1 if round_index % 2 == 0 else -1]
-            for label, (dataset, per_element) in order:
-                # A fresh iterator each round, deleted after it: an idle iterator would refill
-                # its buffers in the background, on the other run's time.
-                iterator = iter(dataset)
-                rate, ms = measure(iterator, per_element, args.seconds)
-                del iterator
-                gc.collect()
-                rates[label].append(rate)
-                cpu[label].append(ms)
+        # Each round in the other order: a run measured right after the other one read up to
+        # 0.17 CPU-ms per image more than in other positions (input_breakdown.py).
+        rates, cpu = measure_rounds(runs, args.repeats, args.seconds, reverse_every_other=True)
         medians = {label: statistics.median(r) for label, r in rates.items()}
         cpu_medians = {label: statistics.median(c) for label, c in cpu.items()}
         for label, rate in medians.items():

@@ -78,7 +78,10 @@ def decode(encoded):
 
 def _resize(image, size):
     """Bilinear resize to `size` (float32 output, still on the 0..255 scale)."""
-    return tf.image.resize(image, size, method="bilinear")
+    # Cast first: the same float32 result bit for bit, but TensorFlow's bilinear kernel is
+    # about 1.8x faster on float32 input than on uint8 (0.15 against 0.28 CPU-ms for a
+    # 262x262 window to 224x224; notes in docs/performance.md).
+    return tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
 
 
 def _random_offset(seed, room):

@@ -35,28 +35,29 @@ from keras_resnet import data  # noqa: E402
 from keras_resnet.data import pipeline, preprocessing  # noqa: E402
 
 
-def numbering_only(ds, fn, counter, name, num_classes, label_base):
+def numbering_only(ds, fn, counter, name, num_classes, label_base, first_index):
     pending = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
 
     def remembered_fn(index, example):
         with tf.control_dependencies([pending.insert(index[None], example[2][None])]):
-            return fn(example[0], example[2], example[3]), example[1]
+            return fn(example[0], example[2], index), example[1]
 
-    return ds.enumerate().map(remembered_fn, num_parallel_calls=tf.data.AUTOTUNE,
-                              deterministic=True).ignore_errors()  # fmt: skip
+    return ds.enumerate(first_index).map(remembered_fn, num_parallel_calls=tf.data.AUTOTUNE,
+                                         deterministic=True).ignore_errors()  # fmt: skip
 
 
-def bare_map(ds, fn, *unused):
-    return ds.map(lambda data_, label, origin, seed: (fn(data_, origin, seed), label),
-                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # fmt: skip
+def bare_map(ds, fn, counter, name, num_classes, label_base, first_index):
+    return ds.enumerate(first_index).map(
+        lambda index, example: (fn(example[0], example[2], index), example[1]),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # fmt: skip
 
 
 def constant_images(image_size):
-    def variant(ds, fn, *unused):
-        def constant(data_, origin, seed):  # depends on the seed: not folded away
-            return tf.fill([image_size, image_size, 3], tf.cast(seed[0] % 3, tf.float32))
+    def variant(ds, fn, *args, **kwargs):
+        def constant(data_, origin, index):  # depends on the number: not folded away
+            return tf.fill([image_size, image_size, 3], tf.cast(index % 3, tf.float32))
 
-        return bare_map(ds, constant)
+        return bare_map(ds, constant, *args, **kwargs)
 
     return variant
 

@@ -160,8 +160,9 @@ def _fail_if(condition, *message):
     return tf.debugging.Assert(tf.logical_not(condition), [text], summarize=1)
 
 
-def _map_skipping(ds, fn, counter, name, num_classes, label_base):
-    """ds of (data, label, origin, seed), each pass ending in a sentinel -> (images, label),
+def _map_skipping(ds, fn, counter, name, num_classes, label_base, first_index):
+    """ds of (data, label, origin), each pass ending in a sentinel -> (images, label) with
+    images = fn(data, origin, example number), the examples numbered from first_index,
     without the examples fn fails on (named, counted in `counter`), stopping on too many
     failures in a row or a label out of range."""
     with tf.init_scope(), tf.device("/cpu:0"):
@@ -173,9 +174,9 @@ def _map_skipping(ds, fn, counter, name, num_classes, label_base):
         # example comes out, every example before it has been remembered (and has come out
         # or failed).
         with tf.control_dependencies([pending.insert(index[None], example[2][None])]):
-            return fn(example[0], example[2], example[3]), example[1], example[2], index
+            return fn(example[0], example[2], index), example[1], example[2], index
 
-    ds = ds.enumerate().map(
+    ds = ds.enumerate(first_index).map(
         remembered_fn,
         num_parallel_calls=AUTOTUNE,
         deterministic=True,  # the gaps in the numbering are the skipped images
@@ -230,7 +231,7 @@ def _map_skipping(ds, fn, counter, name, num_classes, label_base):
             return (tf.identity(index), failures), (images, tf.identity(label))
 
     # Every label that passed the check is a class, so PADDING_LABEL is the sentinel's alone.
-    ds = ds.scan((tf.constant(-1, tf.int64), tf.constant(0, tf.int64)), account)
+    ds = ds.scan((tf.constant(first_index - 1, tf.int64), tf.constant(0, tf.int64)), account)
     return ds.filter(lambda images, label: tf.not_equal(label, PADDING_LABEL))
 
 
@@ -272,24 +273,32 @@ def _synthetic(info, split, *, batch_size, image_size, training, eval_mode, inpu
 def _decoded_batches(source, name, split, read, fn, batch_size, *, skip, skipped,
                      drop_remainder, pad):  # fmt: skip
     """Batches of fn's images from `source`'s split: each pass ends in a sentinel, training
-    passes repeat, every example gets its own augmentation seed (from the pass's seed), the
-    first `skip` examples are skipped before decoding, unreadable images are dropped and
-    counted, and with `pad` padding examples follow the split's last one forever."""
+    passes repeat, every example gets its own augmentation seed (from the pass's seed and the
+    example's number in the stream), the first `skip` examples are skipped before decoding,
+    unreadable images are dropped and counted, and with `pad` padding examples follow the
+    split's last one forever."""
     host_memory.reuse_freed_buffers()  # batches above 32 MB: see host_memory.py
     ds = source.examples(split, read).concatenate(_sentinel_example())
+    skip = skip if read.training else 0
     if read.training:
         ds = ds.repeat()  # with epoch=e, only to stand in for images that fail to decode
-    pipeline_id = read.pipelines[1]
-    element_seeds = tf.data.Dataset.random(
-        seed=None if read.seed is None else read.seed + 7919 * pipeline_id
-    ).batch(2)
-    ds = tf.data.Dataset.zip(ds, element_seeds).map(
-        lambda example, element_seed: (*example, element_seed)
-    )
-    if read.training and skip:
+    if skip:
         ds = ds.skip(skip)
+    base_seed = None if read.seed is None else read.seed + 7919 * read.pipelines[1]
+
+    def seeded_fn(data, origin, index):
+        # The seed comes from the example's number, counted from before the skip, so a
+        # resumed epoch augments every example as an unbroken one (a stream of random seeds
+        # zipped to the examples cost a stage per example).
+        if base_seed is None:
+            seed = tf.random.uniform([2], 0, tf.int64.max, tf.int64)
+        else:
+            seed = tf.stack([tf.constant(base_seed, tf.int64), index])
+        return fn(data, origin, seed)
+
     counter = skipped if skipped is not None else SkipCounter()
-    ds = _map_skipping(ds, fn, counter, name, source.info.num_classes, source.label_base)
+    ds = _map_skipping(ds, seeded_fn, counter, name, source.info.num_classes,
+                       source.label_base, first_index=skip)  # fmt: skip
     if pad:
         padding = _sentinel_example().map(
             lambda data, label, origin: (fn(data, origin, tf.zeros([2], tf.int64)), label))

@@ -291,6 +291,9 @@ TFRECORD_FEATURES = {
 }
 
 
+_PARSE_BATCH = 64  # records parsed together
+
+
 def _count_records(path):
     """Counts the records of a TFRecord file from its length headers, without reading data;
     ValueError naming the file and the record if it ends inside one."""
@@ -416,15 +419,15 @@ class TFRecordSource(Source):
                 f"{os.path.join(self.data_dir, split + '-*-of-*')}"
             )
 
-        def parse(path, record):
-            example = tf.io.parse_single_example(record, TFRECORD_FEATURES)
+        def parse(paths, records):
+            examples = tf.io.parse_example(records, TFRECORD_FEATURES)
             # 1-based in the file; an int64 beyond int32 stays out of range after the cast.
-            label = tf.cast(tf.clip_by_value(example["image/class/label"], -(2**31) + 1,
-                                             2**31 - 1), tf.int32) - 1  # fmt: skip
-            filename = example["image/filename"]
-            origin = tf.where(tf.equal(filename, ""), path,
-                              tf.strings.join([path, " (", filename, ")"]))  # fmt: skip
-            return example["image/encoded"], label, origin
+            labels = tf.cast(tf.clip_by_value(examples["image/class/label"], -(2**31) + 1,
+                                              2**31 - 1), tf.int32) - 1  # fmt: skip
+            filenames = examples["image/filename"]
+            origins = tf.where(tf.equal(filenames, ""), paths,
+                               tf.strings.join([paths, " (", filenames, ")"]))  # fmt: skip
+            return examples["image/encoded"], labels, origins
 
         buffer_size = _read_buffer(self.data_dir)
 
@@ -435,9 +438,11 @@ class TFRecordSource(Source):
             records = tf.data.TFRecordDataset(path, buffer_size=buffer_size)
             return tf.data.Dataset.zip(tf.data.Dataset.from_tensors(path).repeat(), records)
 
-        ds = read_files(files, reader, options)
+        # Parsed in batches: a map stage per record cost more than the parsing itself
+        # (0.13 against 0.08 CPU-ms per record from the files to parsed examples).
+        ds = read_files(files, reader, options).batch(_PARSE_BATCH)
         return ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not options.training
-                      or options.deterministic)  # fmt: skip
+                      or options.deterministic).unbatch()  # fmt: skip
 
 
 class DemoSource(TFRecordSource):

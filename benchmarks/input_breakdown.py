@@ -7,7 +7,7 @@ Same files and measurement as benchmarks/input_pipeline.py (paper augmentation, 
 batch 64, training stream). Variants, alternated in this order for --repeats rounds:
   raw             tf.io.read_file + decode_jpeg of the JPEG files: the reference;
   numbering only  the same, but of the skipping of unreadable images only the numbering, the
-                  pending-origin table and ignore_errors (no in-order scan, no sentinel
+                  pending-origin table and ignore_errors (no per-batch accounting, no sentinel
                   filter): what naming and counting the dropped images costs on top;
   bare map        only the parallel decode/augment/normalise map and the batching;
   no decoding     the bare map with every image a constant: reading, parsing, batching;
@@ -35,21 +35,24 @@ from keras_resnet import data  # noqa: E402
 from keras_resnet.data import pipeline, preprocessing  # noqa: E402
 
 
-def numbering_only(ds, fn, counter, name, num_classes, label_base, first_index):
+def numbering_only(ds, fn, batch_size, counter, name, num_classes, label_base, *,
+                   first_index, drop_remainder, **unused):
     pending = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
 
     def remembered_fn(index, example):
         with tf.control_dependencies([pending.insert(index[None], example[2][None])]):
             return fn(example[0], example[2], index), example[1]
 
-    return ds.enumerate(first_index).map(remembered_fn, num_parallel_calls=tf.data.AUTOTUNE,
-                                         deterministic=True).ignore_errors()  # fmt: skip
+    return ds.enumerate(first_index).map(
+        remembered_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).ignore_errors().batch(batch_size, drop_remainder=drop_remainder)
 
 
-def bare_map(ds, fn, counter, name, num_classes, label_base, first_index):
+def bare_map(ds, fn, batch_size, *args, first_index, drop_remainder, **unused):
     return ds.enumerate(first_index).map(
         lambda index, example: (fn(example[0], example[2], index), example[1]),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # fmt: skip
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+    ).batch(batch_size, drop_remainder=drop_remainder)  # fmt: skip
 
 
 def constant_images(image_size):
@@ -97,7 +100,7 @@ def main(argv=None):
                     "pipeline": (None, None), "pipeline, uint8": (None, uint8_pixels)}  # fmt: skip
         runs = {"raw": (raw_decoding(paths), 1)}
         for label, (skipping, normalize) in variants.items():
-            with replaced(pipeline, "_map_skipping", skipping), \
+            with replaced(pipeline, "_batch_skipping", skipping), \
                     replaced(preprocessing, "normalize", normalize):
                 runs[label] = (data.make_dataset(
                     name, "train", data_dir=data_dir, batch_size=args.batch_size,

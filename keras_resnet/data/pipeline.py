@@ -6,12 +6,13 @@ streams are one deterministic pass over every example. Images come out as float3
 
 A corrupt or unreadable image must not stop a run. Examples are numbered before the parallel
 decode, which keeps their order; images that fail are dropped (ignore_errors), and the gaps
-in the numbering, seen right after, name them (each example's origin is remembered by number
-until it has passed) and count them in a SkipCounter, once per distinct file. A stream that
-runs out of readable images must stop a run: after MAX_CONSECUTIVE_FAILURES unreadable
-images in a row it fails with an error naming the last of them. Every pass over a split ends
-with a sentinel (a tiny valid image) so that failures at its very end are seen, and so that
-a training stream whose every image fails still reaches the check instead of looping in
+in the numbering, seen once per batch, name them (each example's origin is remembered by
+number until its batch has passed) and count them in a SkipCounter, once per distinct file.
+A stream that runs out of readable images must stop a run: after MAX_CONSECUTIVE_FAILURES
+unreadable images in a row it fails with an error naming the last of them. Sentinels (tiny
+valid images) mark where a pass ends: an evaluation pass ends with one, so that failures at
+its very end are seen; a training stream's first pass ends with a batch of them, so that a
+stream none of whose first pass can be read stops with an error instead of looping in
 silence. A label outside 0..num_classes-1 stops the run with the file and the label named.
 Keeping the order costs nothing measurable here; nested per-image datasets, the usual
 alternative, cost about 10% of throughput.
@@ -146,10 +147,12 @@ def _image_fn(source, info, training, augmentation, eval_mode, image_size, light
     return fn
 
 
-def _sentinel_example():
-    """(data, label, origin): an 8x8 grey PNG, decodable by every view, marking a pass's end."""
+def _sentinel_example(copies=1):
+    """`copies` of (data, label, origin): an 8x8 grey PNG, decodable by every view, marking a
+    pass's end."""
     image = tf.io.encode_png(tf.fill([8, 8, 3], tf.constant(128, tf.uint8)))
-    return tf.data.Dataset.from_tensors((image, tf.constant(PADDING_LABEL), _SENTINEL_ORIGIN))
+    one = tf.data.Dataset.from_tensors((image, tf.constant(PADDING_LABEL), _SENTINEL_ORIGIN))
+    return one.repeat(copies)
 
 
 def _fail_if(condition, *message):
@@ -160,19 +163,25 @@ def _fail_if(condition, *message):
     return tf.debugging.Assert(tf.logical_not(condition), [text], summarize=1)
 
 
-def _map_skipping(ds, fn, counter, name, num_classes, label_base, first_index):
-    """ds of (data, label, origin), each pass ending in a sentinel -> (images, label) with
-    images = fn(data, origin, example number), the examples numbered from first_index,
-    without the examples fn fails on (named, counted in `counter`), stopping on too many
-    failures in a row or a label out of range."""
+def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, *,
+                    first_index, training, drop_remainder, pad):
+    """ds of (data, label, origin) with sentinels -> batches of (images, labels), images =
+    fn(data, origin, example number), the examples numbered from first_index, without the
+    examples fn fails on (named, counted in `counter`), stopping on too many failures in a
+    row or a label out of range.
+
+    All accounting runs once per batch, on vectors: a function per example in an in-order
+    stage (a scan, a filter) costs about 0.03 CPU-ms per image however little it computes,
+    and the per-example scan and filter this replaces cost 0.09 (benchmarks/input_breakdown.py).
+    So sentinels travel in batches: a training batch that holds one is dropped, an evaluation
+    batch loses it (or keeps it as padding: it carries PADDING_LABEL)."""
     with tf.init_scope(), tf.device("/cpu:0"):
-        # origin by example number, from before the decode until the example has passed.
+        # origin by example number, from before the decode until its batch has been counted.
         pending = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
 
     def remembered_fn(index, example):
-        # Remembered before the decode can fail. The map keeps the order, so by the time an
-        # example comes out, every example before it has been remembered (and has come out
-        # or failed).
+        # Remembered before the decode can fail. The map keeps the order, so by the time a
+        # batch comes out, every example up to its last one has been remembered.
         with tf.control_dependencies([pending.insert(index[None], example[2][None])]):
             return fn(example[0], example[2], index), example[1], example[2], index
 
@@ -181,16 +190,24 @@ def _map_skipping(ds, fn, counter, name, num_classes, label_base, first_index):
         num_parallel_calls=AUTOTUNE,
         deterministic=True,  # the gaps in the numbering are the skipped images
     ).ignore_errors()
+    # An evaluation pass's last batch is cut only after its sentinel has been accounted for;
+    # with `pad` the sentinels fill it and the partial batch of leftover ones is dropped.
+    ds = ds.batch(batch_size, drop_remainder=(drop_remainder and training) or pad)
 
-    def on_gap(missing, failures):
-        """The images between two that arrived failed: name, count and check them."""
+    def on_gaps(last_index, index, runs):
+        """Some images between last_index and index[-1] failed: name, count and check them."""
+        span = index[-1] - last_index
+        arrived = tf.scatter_nd((index - last_index - 1)[:, None], tf.ones_like(index), [span])
+        missing = tf.cast(tf.where(tf.equal(arrived, 0))[:, 0], tf.int64) + last_index + 1
         lost = tf.ensure_shape(pending.lookup(missing), [None])
         # (a sentinel appears here only when a failed check left the state behind)
         lost = tf.boolean_mask(lost, tf.not_equal(lost, _SENTINEL_ORIGIN))
-        new = tf.boolean_mask(lost, tf.ensure_shape(tf.equal(counter.table.lookup(lost), 0), [None]))
+        distinct = tf.unique(lost).y  # a small split can fail twice within one batch
+        new = tf.boolean_mask(distinct, tf.ensure_shape(
+            tf.equal(counter.table.lookup(distinct), 0), [None]))  # fmt: skip
         named_before = counter.table.size()
         with tf.control_dependencies([new]):
-            counted = counter.table.insert(lost, tf.ones_like(lost, tf.int64))
+            counted = counter.table.insert(distinct, tf.ones_like(distinct, tf.int64))
         with tf.control_dependencies([counted]):
             log = tf.cond(
                 (tf.size(new) > 0) & (named_before < _NAMED_SKIPS),
@@ -199,40 +216,75 @@ def _map_skipping(ds, fn, counter, name, num_classes, label_base, first_index):
                     tf.strings.reduce_join(new, separator=", "), " (",
                     tf.strings.as_string(counter.table.size()), " distinct so far)"]),
                     output_stream=tf.compat.v1.logging.warning),
-                lambda: tf.no_op())  # fmt: skip
-        failures += tf.size(missing, tf.int64)
-        check = _fail_if(failures >= MAX_CONSECUTIVE_FAILURES,
+                tf.no_op)  # fmt: skip
+        # The first example whose run of failures reaches the limit: the image just before
+        # it is the last that failed.
+        first = tf.argmax(runs >= MAX_CONSECUTIVE_FAILURES)
+        check = _fail_if(runs[first] >= MAX_CONSECUTIVE_FAILURES,
                          f"{name}: {MAX_CONSECUTIVE_FAILURES} images in a row could not be read "
-                         "or decoded, the last ",
-                         tf.concat([lost, [""]], 0)[tf.maximum(tf.size(lost) - 1, 0)],
+                         "or decoded, the last ", pending.lookup(index[first] - 1),
                          "; is --data_dir right, and are the files complete?")  # fmt: skip
-        with tf.control_dependencies([log, check]):
-            return tf.identity(failures)
+        return tf.group(log, check)
 
-    def account(state, element):
-        last_index, failures = state
-        images, label, origin, index = element
-        missing = tf.range(last_index + 1, index)
-        # The bookkeeping of failures, and the building of messages, only where needed: an
-        # example per step of the stream pays for a comparison or two.
-        failures = tf.cond(tf.size(missing) > 0, lambda: on_gap(missing, failures),
-                           lambda: failures)  # fmt: skip
+    def nothing_readable(index, runs, at):
+        return _fail_if(tf.constant(True), f"{name}: no image of a whole pass could be read or "
+                        "decoded (", runs[at], " in a row), the last ",
+                        pending.lookup(index[at] - 1),
+                        "; is --data_dir right, and are the files complete?")  # fmt: skip
+
+    def account(state, batch):
+        last_index, failures, readable = state
+        images, label, origin, index = batch
         sentinel = tf.equal(origin, _SENTINEL_ORIGIN)
+        # runs[j]: images failed in a row just before example j arrived. A readable image
+        # ends a run; a sentinel does not (a pass of unreadable images goes on into the next).
+        gaps = index - tf.concat([[last_index], index[:-1]], 0) - 1
+        failed = failures + tf.cumsum(gaps)
+        ended_at = tf.gather(tf.concat([[0], tf.boolean_mask(failed, ~sentinel)], 0),
+                             tf.cumsum(tf.cast(~sentinel, tf.int64)))  # fmt: skip
+        runs = failed - tf.concat([[0], ended_at[:-1]], 0)
+        gap_check = tf.cond(tf.reduce_any(gaps > 0),
+                            lambda: on_gaps(last_index, index, runs), tf.no_op)  # fmt: skip
+        wrong = ~sentinel & ((label < 0) | (label >= num_classes))
+        first = tf.argmax(wrong)
         label_check = tf.cond(
-            ~sentinel & ((label < 0) | (label >= num_classes)),
-            lambda: _fail_if(tf.constant(True), origin, ": label ", label + label_base,
+            tf.reduce_any(wrong),
+            lambda: _fail_if(tf.constant(True), origin[first], ": label ",
+                             label[first] + label_base,
                              f" is outside {label_base}..{num_classes - 1 + label_base}"
                              f" ({num_classes} classes)"),
-            lambda: tf.no_op())  # fmt: skip
-        with tf.control_dependencies([label_check, failures]):  # a failed check keeps `pending`
-            done = pending.remove(tf.concat([missing, [index]], 0))
+            tf.no_op)  # fmt: skip
+        # A training stream has sentinels only after its first pass: if not one image of that
+        # pass could be read, later passes would fail without end, unchecked.
+        at = tf.argmax(sentinel)
+        readable_before = readable + tf.reduce_sum(tf.cast(~sentinel[:at], tf.int64))
+        pass_check = tf.cond(
+            tf.constant(training) & sentinel[at] & tf.equal(readable_before, 0),
+            lambda: nothing_readable(index, runs, at), tf.no_op)  # fmt: skip
+        with tf.control_dependencies([label_check, gap_check, pass_check]):
+            done = pending.remove(tf.range(last_index + 1, index[-1] + 1))  # (after the checks)
         with tf.control_dependencies([done]):
-            failures = tf.where(sentinel, failures, tf.zeros_like(failures))
-            return (tf.identity(index), failures), (images, tf.identity(label))
+            readable += tf.reduce_sum(tf.cast(~sentinel, tf.int64))
+            state = (tf.identity(index[-1]), failed[-1] - ended_at[-1], readable)
+            if training or pad:
+                return state, (images, tf.identity(label))
+            # Taken out only where there is one (the pass's last batch): a masked copy of
+            # every batch would cost.
+            return state, tf.cond(
+                tf.reduce_any(sentinel),
+                lambda: tf.nest.map_structure(lambda t: tf.boolean_mask(t, ~sentinel),
+                                              (images, label)),
+                lambda: (images, tf.identity(label)))  # fmt: skip
 
-    # Every label that passed the check is a class, so PADDING_LABEL is the sentinel's alone.
-    ds = ds.scan((tf.constant(first_index - 1, tf.int64), tf.constant(0, tf.int64)), account)
-    return ds.filter(lambda images, label: tf.not_equal(label, PADDING_LABEL))
+    zero = tf.constant(0, tf.int64)
+    ds = ds.scan((tf.constant(first_index - 1, tf.int64), zero, zero), account)
+    if pad:
+        return ds
+    if training:  # every label that passed the check is a class: PADDING_LABEL is a sentinel
+        return ds.filter(lambda images, label: tf.reduce_all(label != PADDING_LABEL))
+    if drop_remainder:  # the pass's last batch, without its sentinel, if it is still full
+        return ds.filter(lambda images, label: tf.equal(tf.size(label), batch_size))
+    return ds.filter(lambda images, label: tf.size(label) > 0)
 
 
 def _synthetic(info, split, *, batch_size, image_size, training, eval_mode, input_context,
@@ -272,16 +324,25 @@ def _synthetic(info, split, *, batch_size, image_size, training, eval_mode, inpu
 
 def _decoded_batches(source, name, split, read, fn, batch_size, *, skip, skipped,
                      drop_remainder, pad):  # fmt: skip
-    """Batches of fn's images from `source`'s split: each pass ends in a sentinel, training
-    passes repeat, every example gets its own augmentation seed (from the pass's seed and the
-    example's number in the stream), the first `skip` examples are skipped before decoding,
-    unreadable images are dropped and counted, and with `pad` padding examples follow the
-    split's last one forever."""
+    """Batches of fn's images from `source`'s split: training passes repeat, every example
+    gets its own augmentation seed (from the pass's seed and the example's number in the
+    stream), the first `skip` examples are skipped before decoding, unreadable images are
+    dropped and counted, and with `pad` padding examples follow the split's last one forever.
+
+    Sentinels: an evaluation pass ends in one, so that failures at its very end are seen
+    (with `pad`, in a batch of them, which fill its last batch). A training stream's first
+    pass ends in a batch of them, so that a stream whose every image fails still produces a
+    batch to check; later passes end in none, so that a continuous stream loses no examples
+    to batches dropped for holding a sentinel (the first pass loses at most a batch beyond
+    its remainder; an epoch's stream, which stops at its last full batch, loses nothing)."""
     host_memory.reuse_freed_buffers()  # batches above 32 MB: see host_memory.py
-    ds = source.examples(split, read).concatenate(_sentinel_example())
-    skip = skip if read.training else 0
+    examples = source.examples(split, read)
     if read.training:
-        ds = ds.repeat()  # with epoch=e, only to stand in for images that fail to decode
+        # later passes only to stand in for images that fail to decode, with epoch=e
+        ds = examples.concatenate(_sentinel_example(batch_size)).concatenate(examples.repeat())
+    else:
+        ds = examples.concatenate(_sentinel_example(batch_size if pad else 1))
+    skip = skip if read.training else 0
     if skip:
         ds = ds.skip(skip)
     base_seed = None if read.seed is None else read.seed + 7919 * read.pipelines[1]
@@ -297,13 +358,14 @@ def _decoded_batches(source, name, split, read, fn, batch_size, *, skip, skipped
         return fn(data, origin, seed)
 
     counter = skipped if skipped is not None else SkipCounter()
-    ds = _map_skipping(ds, seeded_fn, counter, name, source.info.num_classes,
-                       source.label_base, first_index=skip)  # fmt: skip
+    ds = _batch_skipping(ds, seeded_fn, batch_size, counter, name, source.info.num_classes,
+                         source.label_base, first_index=skip, training=read.training,
+                         drop_remainder=drop_remainder, pad=pad)  # fmt: skip
     if pad:
-        padding = _sentinel_example().map(
+        padding = _sentinel_example(batch_size).map(
             lambda data, label, origin: (fn(data, origin, tf.zeros([2], tf.int64)), label))
-        ds = ds.concatenate(padding.cache().repeat())
-    return ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.concatenate(padding.batch(batch_size).cache().repeat())
+    return ds
 
 
 def make_dataset(

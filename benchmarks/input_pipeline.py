@@ -18,6 +18,7 @@ the pipeline's fixed cost per image (resize, normalise, batch, bookkeeping) weig
 """
 
 import argparse
+import collections
 import gc
 import os
 import statistics
@@ -131,6 +132,34 @@ def measure_rounds(runs, repeats, seconds, reverse_every_other=False):
     return rates, cpu
 
 
+def trace_ops(dataset, per_element, seconds, folder, top=10):
+    """Prints the ops of `seconds` of the dataset's work by type, in wall-clock milliseconds
+    per image summed over every thread (TensorFlow profiler trace, written under folder)."""
+    from trace_summary import load_space  # the profiler's protobufs, only when tracing
+
+    iterator = iter(dataset)
+    for _ in range(5):
+        next(iterator)
+    tf.profiler.experimental.start(folder)
+    start, images = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        next(iterator)
+        images += per_element
+    tf.profiler.experimental.stop()
+    host = next(p for p in load_space(folder).planes if p.name == "/host:CPU")
+    ops = collections.Counter()
+    for line in host.lines:
+        for event in line.events:
+            name = host.event_metadata[event.metadata_id].name
+            if ":" in name.replace("::", ""):  # ops are "node:OpType"; the rest are scopes
+                ops[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9
+    del ops["IteratorGetNext"]  # this thread waiting for the batches
+    print(f"ops of the pipeline by type, traced for {images} images (wall ms per image, "
+          "all threads; a thread that waits for a core counts its wait):")
+    for name, ms in ops.most_common(top):
+        print(f"  {ms / images:6.3f}  {name}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=300, help="JPEG files to write")
@@ -144,6 +173,8 @@ def main(argv=None):
                         help="JPEG quality: 90 gives about 125 KB per file, 65 about 60 KB")
     parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds")
+    parser.add_argument("--trace", action="store_true",
+                        help="then trace the pipeline for --seconds and list its ops by type")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="input_pipeline_bench_") as folder:
@@ -176,6 +207,8 @@ def main(argv=None):
               f"{host_memory._done}")
         print(f"(load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
               "the two alternate, so other processes slow both alike)")
+        if args.trace:
+            trace_ops(pipeline, args.batch_size, args.seconds, os.path.join(folder, "trace"))
 
 
 if __name__ == "__main__":

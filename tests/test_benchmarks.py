@@ -98,9 +98,12 @@ def test_train_throughput_compares_with_torchvision():
 def test_input_benchmarks_print_a_rate_for_every_variant(script):
     command = [sys.executable, os.path.join(ROOT, "benchmarks", script), "--images", "12",
                "--image_size", "32", "--batch_size", "4", "--seconds", "0.3", "--repeats", "1",
-               "--source", "tfrecord"]  # fmt: skip
+               "--source", "tfrecord"] + (["--trace"] if script == "input_pipeline.py" else [])
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if script == "input_pipeline.py":  # the trace names the decode and the resize, per image
+        for op in ("DecodeAndCropJpeg", "ResizeBilinear"):
+            assert re.search(rf"^ +[0-9.]+ +{op}$", done.stdout, re.M), done.stdout
     labels = (["raw", "numbering only", "bare map", "no decoding", "pipeline ", "pipeline, uint8"]
               if script == "input_breakdown.py" else ["raw decode_jpeg", "pipeline \\("])
     for label in labels:

@@ -852,3 +852,12 @@ def test_malloc_tuning_can_be_turned_off(monkeypatch):
     assert host_memory.reuse_freed_buffers() is False
     monkeypatch.setattr(host_memory, "_done", True)
     assert host_memory.reuse_freed_buffers() is True  # once per process
+
+
+def test_the_resize_gives_tensorflows_uint8_resize_bit_for_bit():
+    # The crop is cast to float32 before the resize only because the kernel is faster so.
+    rng = np.random.default_rng(0)
+    for height, width, size in [(262, 262, 224), (375, 500, 224), (17, 40, 32), (9, 9, 32)]:
+        image = tf.constant(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        np.testing.assert_array_equal(preprocessing._resize(image, [size, size]),
+                                      tf.image.resize(image, [size, size]))  # fmt: skip

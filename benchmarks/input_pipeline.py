@@ -151,9 +151,10 @@ def trace_ops(dataset, per_element, seconds, folder, top=10):
     for line in host.lines:
         for event in line.events:
             name = host.event_metadata[event.metadata_id].name
-            if ":" in name.replace("::", ""):  # ops are "node:OpType"; the rest are scopes
+            # Ops are "node:OpType"; the rest are scopes ("a::b", "EagerLocalExecute: op").
+            if ":" in name.replace("::", "") and ": " not in name:
                 ops[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9
-    del ops["IteratorGetNext"]  # this thread waiting for the batches
+    ops.pop("IteratorGetNext", None)  # this thread waiting for the batches
     print(f"ops of the pipeline by type, traced for {images} images (wall ms per image, "
           "all threads; a thread that waits for a core counts its wait):")
     for name, ms in ops.most_common(top):

@@ -171,9 +171,9 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
     row or a label out of range.
 
     All accounting runs once per batch, on vectors: a function per example in an in-order
-    stage (a scan, a filter) costs about 0.03 CPU-ms per image however little it computes,
-    and the per-example scan and filter this replaces cost 0.09 (benchmarks/input_breakdown.py).
-    So sentinels travel in batches: a training batch that holds one is dropped, an evaluation
+    stage (a scan, a filter) costs 0.02-0.04 CPU-ms per image however little it computes,
+    and the per-example scan and filter this replaces cost about 0.1 in the pipeline
+    (docs/performance.md). So sentinels travel in batches: a training batch that holds one is dropped, an evaluation
     batch loses it (or keeps it as padding: it carries PADDING_LABEL)."""
     with tf.init_scope(), tf.device("/cpu:0"):
         # origin by example number, from before the decode until its batch has been counted.

@@ -18,7 +18,6 @@ the pipeline's fixed cost per image (resize, normalise, batch, bookkeeping) weig
 """
 
 import argparse
-import collections
 import gc
 import os
 import statistics
@@ -135,7 +134,7 @@ def measure_rounds(runs, repeats, seconds, reverse_every_other=False):
 def trace_ops(dataset, per_element, seconds, folder, top=10):
     """Prints the ops of `seconds` of the dataset's work by type, in wall-clock milliseconds
     per image summed over every thread (TensorFlow profiler trace, written under folder)."""
-    from trace_summary import load_space  # the profiler's protobufs, only when tracing
+    from trace_summary import load_space, ms_by_op_type  # the profiler's protobufs
 
     iterator = iter(dataset)
     for _ in range(5):
@@ -147,13 +146,7 @@ def trace_ops(dataset, per_element, seconds, folder, top=10):
         images += per_element
     tf.profiler.experimental.stop()
     host = next(p for p in load_space(folder).planes if p.name == "/host:CPU")
-    ops = collections.Counter()
-    for line in host.lines:
-        for event in line.events:
-            name = host.event_metadata[event.metadata_id].name
-            # Ops are "node:OpType"; the rest are scopes ("a::b", "EagerLocalExecute: op").
-            if ":" in name.replace("::", "") and ": " not in name:
-                ops[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9
+    ops = ms_by_op_type(host, host.lines)
     ops.pop("IteratorGetNext", None)  # this thread waiting for the batches
     print(f"ops of the pipeline by type, traced for {images} images (wall ms per image, "
           "all threads; a thread that waits for a core counts its wait):")

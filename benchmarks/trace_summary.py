@@ -38,6 +38,17 @@ def milliseconds_by_name(plane, line):
     return totals, counts
 
 
+def ms_by_op_type(plane, lines):
+    """Milliseconds of the ops on `lines` of `plane`, by op type (a Counter)."""
+    ops = collections.Counter()
+    for line in lines:
+        for name, ms in milliseconds_by_name(plane, line)[0].items():
+            # Ops are "node:OpType"; the rest are scopes ("a::b", "EagerLocalExecute: op").
+            if ":" in name.replace("::", "") and ": " not in name:
+                ops[name.rsplit(":", 1)[1]] += ms
+    return ops
+
+
 def span_ms(line):
     if not line.events:
         return 0.0
@@ -68,12 +79,7 @@ def main():
     window = max(span_ms(line) for line in host.lines)
     print(f"waiting for the input pipeline (IteratorGetNext): {waits:.1f} ms "
           f"({100 * waits / window:.3f}% of the window)")
-    ops = collections.Counter()
-    for line in compute:
-        totals, _ = milliseconds_by_name(host, line)
-        for name, ms in totals.items():
-            if ":" in name.replace("::", ""):  # ops are "node:OpType"; the rest are scopes
-                ops[name.rsplit(":", 1)[1]] += ms
+    ops = ms_by_op_type(host, compute)
     busy = sum(ops.values())
     print(f"op time on {len(compute)} compute threads: {busy:.0f} ms; by op type:")
     for name, ms in ops.most_common(args.top):

@@ -173,8 +173,9 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
     All accounting runs once per batch, on vectors: a function per example in an in-order
     stage (a scan, a filter) costs 0.02-0.04 CPU-ms per image however little it computes,
     and the per-example scan and filter this replaces cost about 0.1 in the pipeline
-    (docs/performance.md). So sentinels travel in batches: a training batch that holds one is dropped, an evaluation
-    batch loses it (or keeps it as padding: it carries PADDING_LABEL)."""
+    (docs/performance.md). So sentinels travel in batches: a training batch that holds one
+    is dropped, an evaluation batch loses it (or keeps it as padding: it carries
+    PADDING_LABEL)."""
     with tf.init_scope(), tf.device("/cpu:0"):
         # origin by example number, from before the decode until its batch has been counted.
         pending = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
@@ -220,17 +221,20 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
         # The first example whose run of failures reaches the limit: the image just before
         # it is the last that failed.
         first = tf.argmax(runs >= MAX_CONSECUTIVE_FAILURES)
-        check = _fail_if(runs[first] >= MAX_CONSECUTIVE_FAILURES,
-                         f"{name}: {MAX_CONSECUTIVE_FAILURES} images in a row could not be read "
-                         "or decoded, the last ", pending.lookup(index[first] - 1),
-                         "; is --data_dir right, and are the files complete?")  # fmt: skip
+        check = _fail_if(runs[first] >= MAX_CONSECUTIVE_FAILURES, *unreadable(
+            index[first], f"{MAX_CONSECUTIVE_FAILURES} images in a row could not be read or "
+            "decoded"))  # fmt: skip
         return tf.group(log, check)
 
+    def unreadable(arrived, *what):
+        """A message (for _fail_if) on the images that failed before example `arrived`."""
+        return (f"{name}: ", *what, ", the last ", pending.lookup(arrived - 1),
+                "; is --data_dir right, and are the files complete?")
+
     def nothing_readable(index, runs, at):
-        return _fail_if(tf.constant(True), f"{name}: no image of a whole pass could be read or "
-                        "decoded (", runs[at], " in a row), the last ",
-                        pending.lookup(index[at] - 1),
-                        "; is --data_dir right, and are the files complete?")  # fmt: skip
+        return _fail_if(tf.constant(True), *unreadable(
+            index[at], "no image of a whole pass could be read or decoded (", runs[at],
+            " in a row)"))  # fmt: skip
 
     def account(state, batch):
         last_index, failures, readable = state

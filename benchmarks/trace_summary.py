@@ -70,8 +70,9 @@ def main():
     for line in python:
         window = span_ms(line)
         totals, counts = milliseconds_by_name(host, line)
-        calls = totals["train_steps"]
-        print(f"traced window {window:.0f} ms; inside {counts['train_steps']} train_steps calls: "
+        # The trainer's compiled call is the Python method Trainer._train_steps.
+        calls, count = totals["_train_steps"], counts["_train_steps"]
+        print(f"traced window {window:.0f} ms; inside {count} train_steps calls: "
               f"{calls:.0f} ms ({100 * calls / window:.2f}%); the loop's own Python work: "
               f"{window - calls:.0f} ms")  # fmt: skip
     waits = sum(milliseconds_by_name(host, line)[0]["IteratorGetNextOp::DoCompute"]

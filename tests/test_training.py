@@ -172,6 +172,11 @@ def test_throughput_run_on_synthetic_data_without_evaluation_and_with_a_profile(
     later = [float(line.split(" images/s")[0].split()[-1]) for line in progress[1:]]
     assert min(later) * 0.99 <= result["images_per_second"] <= max(later) * 1.01
     assert glob.glob(str(tmp_path / "train" / "plugins" / "profile" / "*" / "*.xplane.pb"))
+    # benchmarks/trace_summary.py finds the trainer's compiled calls in the trace.
+    summary = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "trace_summary.py"),
+                              str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert re.search(r"inside [1-9]\d* train_steps calls: \d+ ms", summary.stdout), (
+        summary.stdout + summary.stderr[-2000:])
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -6,8 +6,10 @@ under two minutes on 2 cores."""
 import dataclasses
 import itertools
 import os
+import re
 import time
 import tarfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -526,6 +528,50 @@ def test_a_stream_of_only_unreadable_images_stops_with_an_error_naming_one(tmp_p
     assert not list(data.make_dataset("folder", "validation", data_dir=folder, batch_size=2,
                                       image_size=16, training=False, skipped=skipped))
     assert skipped.value() == 6
+
+
+def test_a_training_stream_whose_files_all_break_after_its_first_pass_stops(tmp_path):
+    # Every pass ends in sentinels: a pass none of whose images can be read ends the stream
+    # with an error, where later passes used to fail image after image without end, unchecked.
+    rng = np.random.default_rng(0)
+    _class_folders(str(tmp_path), 3, rng, size=(16, 16))
+    paths = sorted(Path(tmp_path, "train").glob("*/*"))
+    ds = data.make_dataset("folder", "train", data_dir=str(tmp_path), batch_size=2,
+                           image_size=16, training=True, seed=0)  # fmt: skip
+    iterator = iter(ds)
+    next(iterator)  # the first pass is being read
+    for path in paths:
+        _write(str(path), b"broken now")
+    outcome = []
+
+    def pull():
+        try:
+            for _ in range(1000):
+                next(iterator)
+            outcome.append("went on")
+        except tf.errors.InvalidArgumentError as error:
+            outcome.append(data.data_error_message(error))
+
+    thread = threading.Thread(target=pull, daemon=True)
+    thread.start()
+    thread.join(120)
+    assert outcome, "the stream went on failing without a word"
+    # (the run may begin in the pass before: a sentinel does not end it)
+    match = re.match(r"folder train: no image of a whole pass could be read or decoded "
+                     r"\((\d+) in a row\), the last (.*); is --data_dir right", outcome[0])
+    assert match and int(match[1]) >= len(paths) == 9, outcome
+    assert match[2].startswith(f"{tmp_path}/train/")
+
+
+def test_passes_with_an_unreadable_image_go_on_whatever_the_skip(tmp_path):
+    # Each pass ends in sentinels, and a skip can start the stream anywhere in a pass, even
+    # at the unreadable image just before them: that partial pass is not a whole one.
+    _class_folders(str(tmp_path), 3, np.random.default_rng(0), size=(16, 16))
+    _write(str(sorted(Path(tmp_path, "train").glob("*/*"))[0]), b"not an image")
+    for skip_steps in range(12):  # a pass is 9 examples and 2 sentinels: every position
+        ds = data.make_dataset("folder", "train", data_dir=str(tmp_path), batch_size=2,
+                               image_size=16, training=True, seed=0, skip_steps=skip_steps)
+        assert len(list(ds.take(30))) == 30  # about 7 passes
 
 
 @pytest.mark.parametrize("bad_label", [0, 9999])

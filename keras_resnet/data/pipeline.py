@@ -11,9 +11,10 @@ number until its batch has passed) and count them in a SkipCounter, once per dis
 A stream that runs out of readable images must stop a run: after MAX_CONSECUTIVE_FAILURES
 unreadable images in a row it fails with an error naming the last of them. Sentinels (tiny
 valid images) mark where a pass ends: an evaluation pass ends with one, so that failures at
-its very end are seen; a training stream's first pass ends with a batch of them, so that a
-stream none of whose first pass can be read stops with an error instead of looping in
-silence. A label outside 0..num_classes-1 stops the run with the file and the label named.
+its very end are seen; every pass of a training stream ends with a batch of them, so that
+a stream with a pass none of whose images can be read (files gone or broken since the last
+pass) stops with an error instead of looping in silence. A label outside 0..num_classes-1
+stops the run with the file and the label named.
 Keeping the order costs nothing measurable here; nested per-image datasets, the usual
 alternative, cost about 10% of throughput.
 
@@ -237,7 +238,7 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
             " in a row)"))  # fmt: skip
 
     def account(state, batch):
-        last_index, failures, readable = state
+        last_index, failures, readable, after_sentinel = state
         images, label, origin, index = batch
         sentinel = tf.equal(origin, _SENTINEL_ORIGIN)
         # runs[j]: images failed in a row just before example j arrived. A readable image
@@ -258,18 +259,27 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
                              f" is outside {label_base}..{num_classes - 1 + label_base}"
                              f" ({num_classes} classes)"),
             tf.no_op)  # fmt: skip
-        # A training stream has sentinels only after its first pass: if not one image of that
-        # pass could be read, later passes would fail without end, unchecked.
-        at = tf.argmax(sentinel)
-        readable_before = readable + tf.reduce_sum(tf.cast(~sentinel[:at], tf.int64))
+        # Every training pass ends in a run of sentinels, the first of which ends the pass (a
+        # sentinel after a failure, or after an image): if not one image of a pass could be
+        # read, the passes after it would likely fail too, each failure dropped before a
+        # batch could be checked, without end.
+        pass_end = sentinel & ((gaps > 0) | ~tf.concat([[after_sentinel], sentinel[:-1]], 0))
+        readable_so_far = readable + tf.cumsum(tf.cast(~sentinel, tf.int64))
+        at_ends = tf.boolean_mask(readable_so_far, pass_end)
+        in_pass = at_ends - tf.concat([[0], at_ends[:-1]], 0)  # readable images in each pass
+        # (a pass with failures and no readable image; a stream that a skip starts inside a
+        # run of sentinels has neither before them)
+        empty = tf.equal(in_pass, 0) & (tf.boolean_mask(runs, pass_end) > 0)
         pass_check = tf.cond(
-            tf.constant(training) & sentinel[at] & tf.equal(readable_before, 0),
-            lambda: nothing_readable(index, runs, at), tf.no_op)  # fmt: skip
+            tf.constant(training) & tf.reduce_any(empty),
+            lambda: nothing_readable(index, runs, tf.where(pass_end)[
+                tf.argmax(tf.cast(empty, tf.int32)), 0]),
+            tf.no_op)  # fmt: skip
         with tf.control_dependencies([label_check, gap_check, pass_check]):
             done = pending.remove(tf.range(last_index + 1, index[-1] + 1))  # (after the checks)
         with tf.control_dependencies([done]):
-            readable += tf.reduce_sum(tf.cast(~sentinel, tf.int64))
-            state = (tf.identity(index[-1]), failed[-1] - ended_at[-1], readable)
+            readable = readable_so_far[-1] - tf.reduce_sum(at_ends[-1:])  # since the last end
+            state = (tf.identity(index[-1]), failed[-1] - ended_at[-1], readable, sentinel[-1])
             if training or pad:
                 return state, (images, tf.identity(label))
             # Taken out only where there is one (the pass's last batch): a masked copy of
@@ -281,7 +291,11 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
                 lambda: (images, tf.identity(label)))  # fmt: skip
 
     zero = tf.constant(0, tf.int64)
-    ds = ds.scan((tf.constant(first_index - 1, tf.int64), zero, zero), account)
+    # A stream that a skip starts inside a pass does not see that pass whole: counted as
+    # holding a readable image, it is never taken for an unreadable one.
+    partial = tf.constant(int(first_index > 0), tf.int64)
+    ds = ds.scan((tf.constant(first_index - 1, tf.int64), zero, partial, tf.constant(False)),
+                 account)  # fmt: skip
     if pad:
         return ds
     if training:  # every label that passed the check is a class: PADDING_LABEL is a sentinel
@@ -334,16 +348,17 @@ def _decoded_batches(source, name, split, read, fn, batch_size, *, skip, skipped
     dropped and counted, and with `pad` padding examples follow the split's last one forever.
 
     Sentinels: an evaluation pass ends in one, so that failures at its very end are seen
-    (with `pad`, in a batch of them, which fill its last batch). A training stream's first
-    pass ends in a batch of them, so that a stream whose every image fails still produces a
-    batch to check; later passes end in none, so that a continuous stream loses no examples
-    to batches dropped for holding a sentinel (the first pass loses at most a batch beyond
-    its remainder; an epoch's stream, which stops at its last full batch, loses nothing)."""
+    (with `pad`, in a batch of them, which fill its last batch). Every pass of a training
+    stream ends in a batch of them, so that a pass whose every image fails still produces a
+    batch to check. A training batch holding a sentinel is dropped: a continuous stream loses
+    at most a batch's worth of examples at each pass's end, where `batch` then `repeat`
+    would lose each pass's remainder; an epoch's stream, which stops at its last full batch
+    of its own pass, loses nothing (its later passes only stand in for failed images)."""
     host_memory.reuse_freed_buffers()  # batches above 32 MB: see host_memory.py
     examples = source.examples(split, read)
     if read.training:
         # later passes only to stand in for images that fail to decode, with epoch=e
-        ds = examples.concatenate(_sentinel_example(batch_size)).concatenate(examples.repeat())
+        ds = examples.concatenate(_sentinel_example(batch_size)).repeat()
     else:
         ds = examples.concatenate(_sentinel_example(batch_size if pad else 1))
     skip = skip if read.training else 0
@@ -405,13 +420,14 @@ def make_dataset(
       augmentation; "inception": random-resized-crop; "cifar": 4-pixel padding and random
       crop; "none": the centre crop), random horizontal flips (not with "none"),
       and with lighting=True the PCA lighting noise; drop_remainder defaults to True.
-      epoch=None: one stream forever, reshuffled at each pass. epoch=e: epoch e alone, as a
-      resumable run needs it: its order and augmentation come from (seed, e), it has exactly
-      batches_per_epoch(examples, global batch) full batches for each replica (the rest of the
-      epoch's examples is dropped, as Keras and tf.distribute do, so that every replica gets
-      a full batch), and the batches of its first skip_steps steps are skipped before any
-      decoding (where no image fails to decode, the rest of the epoch is then exactly as in an
-      unbroken run).
+      epoch=None: one stream forever, reshuffled at each pass (at each pass's end up to a
+      batch's worth of examples is dropped with the batch that marks it). epoch=e: epoch e
+      alone, as a resumable run needs it: its order and augmentation come from (seed, e), it
+      has exactly batches_per_epoch(examples, global batch) full batches for each replica
+      (the rest of the epoch's examples is dropped, as Keras and tf.distribute do, so that
+      every replica gets a full batch), and the batches of its first skip_steps steps are
+      skipped before any decoding (where no image fails to decode, the rest of the epoch is
+      then exactly as in an unbroken run).
     training=False: one deterministic pass over every example (drop_remainder defaults to
       False; pad_batches=True: every batch full, the last one padded with examples labelled
       PADDING_LABEL, then padding batches forever: stop when a step sees no real example),

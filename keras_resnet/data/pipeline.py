@@ -11,9 +11,10 @@ number until its batch has passed) and count them in a SkipCounter, once per dis
 A stream that runs out of readable images must stop a run: after MAX_CONSECUTIVE_FAILURES
 unreadable images in a row it fails with an error naming the last of them. Sentinels (tiny
 valid images) mark where a pass ends: an evaluation pass ends with one, so that failures at
-its very end are seen; every pass of a training stream ends with a batch of them, so that
-a stream with a pass none of whose images can be read (files gone or broken since the last
-pass) stops with an error instead of looping in silence. A label outside 0..num_classes-1
+its very end are seen; a training stream's first pass, and then every group of passes
+holding 1,000 batches' worth of examples, end with a batch of them, so that a stream with a
+pass none of whose images can be read (from the start, or files gone or broken since) stops
+with an error instead of looping in silence. A label outside 0..num_classes-1
 stops the run with the file and the label named.
 Keeping the order costs nothing measurable here; nested per-image datasets, the usual
 alternative, cost about 10% of throughput.
@@ -36,6 +37,10 @@ SPLITS = ("train", "validation", "test", "trainval")
 PADDING_LABEL = -1  # evaluation batches are padded to full size with these (weight 0)
 MAX_CONSECUTIVE_FAILURES = 1000  # unreadable images in a row before a stream gives up
 _SENTINEL_ORIGIN = "<keras_resnet end of pass>"
+# After its first pass, a training stream ends a group of passes in sentinels once it holds
+# this many batches' worth of examples: a batch holding one is dropped, so a continuous stream
+# loses at most 1/_SENTINEL_SPACING of its examples to them.
+_SENTINEL_SPACING = 1000
 _NAMED_SKIPS = 10  # distinct skipped images named in the log; later ones are only counted
 
 
@@ -248,8 +253,6 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
         ended_at = tf.gather(tf.concat([[0], tf.boolean_mask(failed, ~sentinel)], 0),
                              tf.cumsum(tf.cast(~sentinel, tf.int64)))  # fmt: skip
         runs = failed - tf.concat([[0], ended_at[:-1]], 0)
-        gap_check = tf.cond(tf.reduce_any(gaps > 0),
-                            lambda: on_gaps(last_index, index, runs), tf.no_op)  # fmt: skip
         wrong = ~sentinel & ((label < 0) | (label >= num_classes))
         first = tf.argmax(wrong)
         label_check = tf.cond(
@@ -259,10 +262,10 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
                              f" is outside {label_base}..{num_classes - 1 + label_base}"
                              f" ({num_classes} classes)"),
             tf.no_op)  # fmt: skip
-        # Every training pass ends in a run of sentinels, the first of which ends the pass (a
-        # sentinel after a failure, or after an image): if not one image of a pass could be
-        # read, the passes after it would likely fail too, each failure dropped before a
-        # batch could be checked, without end.
+        # Training passes (or groups of them) end in a run of sentinels, the first of which
+        # ends the pass (a sentinel after a failure, or after an image): if not one image of
+        # a pass could be read, the passes after it would likely fail too, each failure
+        # dropped before a batch could be checked, without end.
         pass_end = sentinel & ((gaps > 0) | ~tf.concat([[after_sentinel], sentinel[:-1]], 0))
         readable_so_far = readable + tf.cumsum(tf.cast(~sentinel, tf.int64))
         at_ends = tf.boolean_mask(readable_so_far, pass_end)
@@ -275,7 +278,10 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
             lambda: nothing_readable(index, runs, tf.where(pass_end)[
                 tf.argmax(tf.cast(empty, tf.int32)), 0]),
             tf.no_op)  # fmt: skip
-        with tf.control_dependencies([label_check, gap_check, pass_check]):
+        with tf.control_dependencies([pass_check]):  # (its error before the run's, if both)
+            gap_check = tf.cond(tf.reduce_any(gaps > 0),
+                                lambda: on_gaps(last_index, index, runs), tf.no_op)  # fmt: skip
+        with tf.control_dependencies([label_check, gap_check]):
             done = pending.remove(tf.range(last_index + 1, index[-1] + 1))  # (after the checks)
         with tf.control_dependencies([done]):
             readable = readable_so_far[-1] - tf.reduce_sum(at_ends[-1:])  # since the last end
@@ -348,17 +354,23 @@ def _decoded_batches(source, name, split, read, fn, batch_size, *, skip, skipped
     dropped and counted, and with `pad` padding examples follow the split's last one forever.
 
     Sentinels: an evaluation pass ends in one, so that failures at its very end are seen
-    (with `pad`, in a batch of them, which fill its last batch). Every pass of a training
-    stream ends in a batch of them, so that a pass whose every image fails still produces a
-    batch to check. A training batch holding a sentinel is dropped: a continuous stream loses
-    at most a batch's worth of examples at each pass's end, where `batch` then `repeat`
-    would lose each pass's remainder; an epoch's stream, which stops at its last full batch
-    of its own pass, loses nothing (its later passes only stand in for failed images)."""
+    (with `pad`, in a batch of them, which fill its last batch). A training stream's first
+    pass ends in a batch of them, and then every group of passes that holds
+    _SENTINEL_SPACING batches' worth of examples (every pass, for ImageNet), so that a
+    stream whose images all fail, from the start or from any later pass on, still produces
+    a batch to check. A training batch holding a sentinel is dropped: a continuous stream
+    loses at most a batch's worth of examples at the first pass's end and 0.1% after it; an
+    epoch's stream, which stops at its last full batch of its own pass, loses nothing (its
+    later passes only stand in for failed images)."""
     host_memory.reuse_freed_buffers()  # batches above 32 MB: see host_memory.py
     examples = source.examples(split, read)
     if read.training:
         # later passes only to stand in for images that fail to decode, with epoch=e
-        ds = examples.concatenate(_sentinel_example(batch_size)).repeat()
+        per_pass = max(1, source.info.num_examples(split) // read.pipelines[0])
+        passes = -(-_SENTINEL_SPACING * batch_size // per_pass)
+        sentinels = _sentinel_example(batch_size)
+        ds = examples.concatenate(sentinels).concatenate(
+            examples.repeat(passes).concatenate(sentinels).repeat())
     else:
         ds = examples.concatenate(_sentinel_example(batch_size if pad else 1))
     skip = skip if read.training else 0
@@ -420,8 +432,9 @@ def make_dataset(
       augmentation; "inception": random-resized-crop; "cifar": 4-pixel padding and random
       crop; "none": the centre crop), random horizontal flips (not with "none"),
       and with lighting=True the PCA lighting noise; drop_remainder defaults to True.
-      epoch=None: one stream forever, reshuffled at each pass (at each pass's end up to a
-      batch's worth of examples is dropped with the batch that marks it). epoch=e: epoch e
+      epoch=None: one stream forever, reshuffled at each pass (up to a batch's worth of
+      examples is dropped at the first pass's end and 0.1% of them later, with the batches
+      that mark where passes end: _decoded_batches says why). epoch=e: epoch e
       alone, as a resumable run needs it: its order and augmentation come from (seed, e), it
       has exactly batches_per_epoch(examples, global batch) full batches for each replica
       (the rest of the epoch's examples is dropped, as Keras and tf.distribute do, so that

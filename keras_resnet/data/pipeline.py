@@ -169,6 +169,24 @@ def _fail_if(condition, *message):
     return tf.debugging.Assert(tf.logical_not(condition), [text], summarize=1)
 
 
+def _unreadable_passes(sentinel, gaps, runs, readable, after_sentinel):
+    """The training passes that end in one batch, from its vectors (sentinel: the examples
+    that are sentinels; gaps: images failed just before each; runs: failed in a row before
+    each) and the state before it (readable images since the last pass end; whether the
+    batch before ended in a sentinel). A pass (or group of passes) ends at the first of its
+    run of sentinels: a sentinel after an image or after a failure.
+
+    Returns (empty, ends, readable): for each pass ending here, whether it had failures and
+    no readable image (a stream that a skip starts inside the sentinels has neither before
+    them), and its position; and the readable images since the last end, after the batch."""
+    ends = sentinel & ((gaps > 0) | ~tf.concat([[after_sentinel], sentinel[:-1]], 0))
+    readable_so_far = readable + tf.cumsum(tf.cast(~sentinel, tf.int64))
+    at_ends = tf.boolean_mask(readable_so_far, ends)
+    in_pass = at_ends - tf.concat([[0], at_ends[:-1]], 0)
+    empty = tf.equal(in_pass, 0) & (tf.boolean_mask(runs, ends) > 0)
+    return empty, tf.where(ends)[:, 0], readable_so_far[-1] - tf.reduce_sum(at_ends[-1:])
+
+
 def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, *,
                     first_index, training, drop_remainder, pad):
     """ds of (data, label, origin) with sentinels -> batches of (images, labels), images =
@@ -262,30 +280,25 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
                              f" is outside {label_base}..{num_classes - 1 + label_base}"
                              f" ({num_classes} classes)"),
             tf.no_op)  # fmt: skip
-        # Training passes (or groups of them) end in a run of sentinels, the first of which
-        # ends the pass (a sentinel after a failure, or after an image): if not one image of
-        # a pass could be read, the passes after it would likely fail too, each failure
-        # dropped before a batch could be checked, without end.
-        pass_end = sentinel & ((gaps > 0) | ~tf.concat([[after_sentinel], sentinel[:-1]], 0))
-        readable_so_far = readable + tf.cumsum(tf.cast(~sentinel, tf.int64))
-        at_ends = tf.boolean_mask(readable_so_far, pass_end)
-        in_pass = at_ends - tf.concat([[0], at_ends[:-1]], 0)  # readable images in each pass
-        # (a pass with failures and no readable image; a stream that a skip starts inside a
-        # run of sentinels has neither before them)
-        empty = tf.equal(in_pass, 0) & (tf.boolean_mask(runs, pass_end) > 0)
-        pass_check = tf.cond(
-            tf.constant(training) & tf.reduce_any(empty),
-            lambda: nothing_readable(index, runs, tf.where(pass_end)[
-                tf.argmax(tf.cast(empty, tf.int32)), 0]),
-            tf.no_op)  # fmt: skip
+        # If not one image of a training pass could be read, the passes after it would
+        # likely fail too, each failure dropped before a batch could be checked, without end.
+        if training:
+            empty, ends, readable = _unreadable_passes(sentinel, gaps, runs, readable,
+                                                       after_sentinel)  # fmt: skip
+            pass_check = tf.cond(
+                tf.reduce_any(empty),
+                lambda: nothing_readable(index, runs, ends[tf.argmax(tf.cast(empty, tf.int32))]),
+                tf.no_op)  # fmt: skip
+        else:
+            pass_check = tf.no_op()
         with tf.control_dependencies([pass_check]):  # (its error before the run's, if both)
             gap_check = tf.cond(tf.reduce_any(gaps > 0),
                                 lambda: on_gaps(last_index, index, runs), tf.no_op)  # fmt: skip
         with tf.control_dependencies([label_check, gap_check]):
             done = pending.remove(tf.range(last_index + 1, index[-1] + 1))  # (after the checks)
         with tf.control_dependencies([done]):
-            readable = readable_so_far[-1] - tf.reduce_sum(at_ends[-1:])  # since the last end
-            state = (tf.identity(index[-1]), failed[-1] - ended_at[-1], readable, sentinel[-1])
+            state = (tf.identity(index[-1]), failed[-1] - ended_at[-1], tf.identity(readable),
+                     sentinel[-1])  # fmt: skip
             if training or pad:
                 return state, (images, tf.identity(label))
             # Taken out only where there is one (the pass's last batch): a masked copy of

@@ -129,6 +129,21 @@ def _stem(inputs, family, preactivation, bn):
     return x
 
 
+def classifier_initializer():
+    """The classifier's kernel initializer: uniform within +-1/sqrt(fan_in), std
+    1/sqrt(3 * fan_in), as torchvision's and fb.resnet.torch's ResNets leave it (PyTorch's and
+    Torch7's nn.Linear default).
+
+    Keras's Dense default, Glorot-uniform, is 2.3x wider for a CIFAR net's 64 -> 10 (2x for
+    ImageNet's 2048 -> 1000): ResNet-56's initial logits had a std of 2.7-5.0 instead of the
+    PyTorch peer's 1.1-2.0, and for some seeds its first steps at rate 0.1 blew up and stalled
+    at chance for an epoch (docs/cifar10-peer.md). A new instance for every layer: an unseeded
+    Keras initializer draws its seed when it is made, so a shared one would give every model
+    the same classifier whatever keras.utils.set_random_seed was given.
+    """
+    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
 def _head(x, include_top, pooling, classes, classifier_activation):
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -137,6 +152,7 @@ def _head(x, include_top, pooling, classes, classifier_activation):
         x = layers.Dense(
             classes,
             activation=classifier_activation,
+            kernel_initializer=classifier_initializer(),
             dtype="float32" if policy.compute_dtype != policy.variable_dtype else None,
             name="predictions",
         )(x)

@@ -1,0 +1,161 @@
+"""The start of training, keras_resnet's CIFAR nets beside the PyTorch peer
+(benchmarks/torch_cifar.py), on one batch of the trainer's own CIFAR-10 training stream.
+
+    python benchmarks/cifar_start.py --depths=20,56 --seeds=0,1,2,3,4
+
+For each depth and seed, at initialisation (BN in training mode, as in the first step):
+the logits' std, the loss, the RMS of the pooled features the classifier sees, and the
+gradient norms of the classifier, the last and the first convolution (cross-entropy plus the
+trainer's weight decay), for our net, the peer with PyTorch's classifier init and the peer
+with Keras's (Glorot-uniform). Then the same-function check: our initial weights copied into
+the peer must give the same logits and gradients (the largest difference, relative to the
+largest entry, printed): in float32 the gradients differ by rounding that grows backward
+through the BN layers (up to ~1e-2 near the input); --float64 shows it is rounding alone. So
+what differs between the two nets is where their weights start, not the net, the loss or
+the data.
+PyTorch is an optional dependency (`pip install torch`).
+"""
+
+import argparse
+import os
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jpg.tar.gz")
+
+
+def first_batch(data_dir, size):
+    """The first `size` images and labels of the trainer's epoch-0 stream (seed 0)."""
+    from keras_resnet import data as data_lib
+
+    stream = data_lib.make_dataset("cifar10_folder", "trainval", data_dir=data_dir, batch_size=size,
+                                   training=True, augmentation="cifar", seed=0, epoch=0,
+                                   deterministic=True)  # fmt: skip
+    images, labels = next(iter(stream))
+    return images.numpy(), labels.numpy()
+
+
+def ours(depth, seed, images, labels, weight_decay=1e-4):
+    """(model, stats) of our ResNet-`depth` at `seed`."""
+    import keras
+    import tensorflow as tf
+    from keras_resnet import models, training
+
+    keras.utils.set_random_seed(seed)
+    model = models.build(f"resnet{depth}", classes=10, input_shape=images.shape[1:],
+                         classifier_activation=None)  # fmt: skip
+    features = keras.Model(model.input, model.get_layer("avg_pool").output)
+    with tf.GradientTape() as tape:
+        logits = model(images, training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        decay = training.weight_decay_loss(training.decayed_variables(model), weight_decay)
+        total = loss + tf.cast(decay, loss.dtype)  # the trainer's decay is float32
+    kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
+    gradients = tape.gradient(total, kernels)
+    pooled = features(images, training=True).numpy()
+    return model, _stats(logits.numpy(), float(loss), pooled, [g.numpy() for g in gradients])
+
+
+def peer(depth, seed, images, labels, classifier_init, weights_from=None, weight_decay=1e-4):
+    """Stats of the peer at `seed`, or started from our model `weights_from`."""
+    import torch
+    import torch.nn.functional as F
+    import torch_cifar
+
+    model = torch_cifar.build(depth, classifier_init=classifier_init, seed=seed)
+    if weights_from is not None:
+        copy_weights(weights_from, model)
+    model.train()
+    x, y = torch_cifar.to_tensors(images, labels)
+    pooled = model.features(x.to(torch.get_default_dtype()))
+    logits = model.fc(pooled)
+    loss = F.cross_entropy(logits, y)
+    kernels = [p for p in model.parameters() if p.ndim > 1]
+    (loss + 0.5 * weight_decay * sum((k * k).sum() for k in kernels)).backward()
+    gradients = [_keras_layout(k.grad.numpy()) for k in kernels]
+    with torch.no_grad():
+        return _stats(logits.numpy(), float(loss), pooled.numpy(), gradients)
+
+
+def _keras_layout(array):
+    """A torch kernel or gradient (OIHW conv, (out, in) linear) in Keras's layout."""
+    return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array.T
+
+
+def copy_weights(keras_model, torch_model):
+    """Our weights into the peer, layer by layer in order (convolutions, BN, classifier)."""
+    import torch
+    from torch import nn
+
+    ours_ = [layer for layer in keras_model.layers if layer.weights]
+    theirs = [m for m in torch_model.modules()
+              if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear))]  # fmt: skip
+    if len(ours_) != len(theirs):
+        raise ValueError(f"{len(ours_)} weighted layers against the peer's {len(theirs)}")
+    with torch.no_grad():
+        for layer, module in zip(ours_, theirs):
+            values = [np.asarray(w) for w in layer.weights]
+            if isinstance(module, nn.BatchNorm2d):
+                for target, value in zip((module.weight, module.bias, module.running_mean,
+                                          module.running_var), values):  # fmt: skip
+                    target.copy_(torch.from_numpy(value))
+                continue
+            kernel = values[0].transpose(3, 2, 0, 1) if values[0].ndim == 4 else values[0].T
+            module.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel)))
+            if module.bias is not None:
+                module.bias.copy_(torch.from_numpy(values[1]))
+
+
+def _stats(logits, loss, pooled, gradients):
+    norm = lambda g: float(np.sqrt(np.sum(np.square(g))))  # noqa: E731
+    return dict(logit_std=float(logits.std()), loss=loss,
+                feature_rms=float(np.sqrt(np.mean(np.square(pooled)))),
+                grad_fc=norm(gradients[-1]), grad_last_conv=norm(gradients[-2]),
+                grad_first_conv=norm(gradients[0]), logits=logits, gradients=gradients)  # fmt: skip
+
+
+COLUMNS = ("logit_std", "loss", "feature_rms", "grad_fc", "grad_last_conv", "grad_first_conv")
+
+
+def largest_relative_difference(a, b):
+    return max(float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12)) for x, y in zip(a, b))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--depths", default="20,56")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--data_dir", default=DEFAULT_DATA)
+    parser.add_argument("--float64", action="store_true",
+                        help="both nets in float64: the same-function check without float32 rounding")
+    args = parser.parse_args(argv)
+    images, labels = first_batch(args.data_dir, args.batch_size)
+    if args.float64:
+        import keras
+        import torch
+
+        keras.config.set_floatx("float64")
+        torch.set_default_dtype(torch.float64)
+        images = images.astype(np.float64)
+    print(f"{args.batch_size} images of the trainer's first CIFAR-10 training batches (seed 0)")
+    print(f"{'net':>22} | " + " | ".join(f"{c:>15}" for c in COLUMNS))
+    for depth in (int(d) for d in args.depths.split(",")):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            model, mine = ours(depth, seed, images, labels)
+            rows = {"ours": mine}
+            for init in ("torch", "glorot"):
+                rows[f"peer[{init}]"] = peer(depth, seed, images, labels, init)
+            for name, row in rows.items():
+                print(f"{f'resnet{depth} s{seed} {name}':>22} | "
+                      + " | ".join(f"{row[c]:>15.4g}" for c in COLUMNS))  # fmt: skip
+            same = peer(depth, seed, images, labels, "torch", weights_from=model)
+            print(f"{'':>22}   our weights in the peer: logits differ by at most "
+                  f"{largest_relative_difference([same['logits']], [mine['logits']]):.1e}, "
+                  f"gradients by {largest_relative_difference(same['gradients'], mine['gradients']):.1e}"
+                  " (relative to the largest)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

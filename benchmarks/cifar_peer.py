@@ -39,6 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="resnet56", help="a CIFAR net: resnet20, plain56, ...")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, one pair of runs each")
     parser.add_argument("--train_steps", type=int, default=400)
+    parser.add_argument("--batch_size", type=int, default=None, help="default: the recipe's, 128")
     parser.add_argument("--lr_decay_steps", default="", help="e.g. 3900,5850 (none: constant)")
     parser.add_argument("--log_every_steps", type=int, default=50)
     parser.add_argument("--checkpoint_every_steps", type=int, default=None,
@@ -76,6 +77,8 @@ def train_config(args, seed, model_dir):
         deterministic=True, evaluate=args.evaluate,
         checkpoint_every_steps=args.checkpoint_every_steps,
     )  # fmt: skip
+    if args.batch_size:  # the rate scales with it, as the trainer's --batch_size does
+        settings["batch_size"] = args.batch_size
     if args.lr_decay_steps:
         settings["lr_decay_steps"] = args.lr_decay_steps
     else:
@@ -112,7 +115,7 @@ def run_peer(config, folder, classifier_init):
     inputs = training._Inputs(config, tf.distribute.get_strategy(), info.default_image_size,
                               steps_per_epoch, train_split)  # fmt: skip
     depth, residual = _depth_and_kind(config.model)
-    model = torch_cifar.build(depth, residual, classifier_init, config.seed)
+    model = torch_cifar.build(depth, residual, classifier_init, config.seed, info.num_classes)
     optimizer = torch_cifar.SGD(model, config.momentum, config.weight_decay)
     state = _PeerCheckpoint(os.path.join(folder, "peer.pt"), model, optimizer)
     step, curves = state.restore()
@@ -131,8 +134,7 @@ def run_peer(config, folder, classifier_init):
                 loss_sum = hits = seen = 0
             at_end = step == config.train_steps
             if config.evaluate and (step % steps_per_epoch == 0 or at_end):
-                error, count = torch_cifar.evaluate(
-                    model, ((x.numpy(), y.numpy()) for x, y in inputs(eval_split, training=False)))
+                error, count = torch_cifar.evaluate(model, _evaluation_batches(inputs, eval_split))
                 curves["eval"][step] = 100 * error
                 print(f"[peer] step {step}: {eval_split} top-1 error {100 * error:.2f}% "
                       f"({count} images)", flush=True)  # fmt: skip
@@ -141,6 +143,16 @@ def run_peer(config, folder, classifier_init):
             if at_end or step % steps_per_epoch == 0:
                 break
     return curves
+
+
+def _evaluation_batches(inputs, split):
+    """The trainer's padded evaluation batches of `split`, each example once: the stream pads
+    forever once every example has been seen, so it ends at the first batch of padding alone."""
+    for images, labels in inputs(split, training=False):
+        labels = labels.numpy()
+        if not (labels >= 0).any():
+            return
+        yield images.numpy(), labels
 
 
 def _depth_and_kind(name):

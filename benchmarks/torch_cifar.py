@@ -87,12 +87,12 @@ class CifarResNet(nn.Module):
         return self.fc(self.features(x))
 
 
-def build(depth, residual=True, classifier_init="torch", seed=0):
+def build(depth, residual=True, classifier_init="torch", seed=0, classes=10):
     """A CifarResNet initialised as the module docstring says, from torch's RNG at `seed`."""
     if classifier_init not in CLASSIFIER_INITS:
         raise ValueError(f"classifier_init: {classifier_init!r}, not one of {CLASSIFIER_INITS}")
     torch.manual_seed(seed)
-    model = CifarResNet(depth, residual)
+    model = CifarResNet(depth, residual, classes)
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")

@@ -109,3 +109,35 @@ def test_input_benchmarks_print_a_rate_for_every_variant(script):
     for label in labels:
         assert re.search(rf"^{label}.* [0-9]+ images/s +[0-9.]+ CPU ms/image", done.stdout,
                          re.M), done.stdout  # fmt: skip
+
+
+def run_cifar_peer(tmp_path, *flags):
+    from test_training import write_cifar_folder
+
+    data = write_cifar_folder(str(tmp_path / "data"), train_per_class=20, test_per_class=5)
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "cifar_peer.py"), "--model=resnet20",
+               "--seeds=3", "--train_steps=20", "--batch_size=8", "--log_every_steps=10",
+               f"--data_dir={data}", f"--output={tmp_path / 'out'}", *flags]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_cifar_peer_prints_both_legs_side_by_side_or_says_torch_is_missing(tmp_path):
+    has_torch = torch_import_error(sys.executable) is None  # CI: no torch
+    done = run_cifar_peer(tmp_path, "--legs=ours,peer" if has_torch else "--legs=ours")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    legs = ("ours", "peer") if has_torch else ("ours",)
+    header = " | ".join(["step"] + [f"{leg} train" for leg in legs] + [f"{leg} eval" for leg in legs])
+    assert re.sub(" +", " ", header) in re.sub(" +", " ", done.stdout), done.stdout
+    # 40 images at batch 8: 5 steps an epoch, training error every 10 steps, evaluation of the
+    # 10 test images at every epoch's end.
+    rows = {int(line.split("|")[0]): line for line in done.stdout.splitlines()
+            if re.match(r"^ +[0-9]+ \|", line)}  # fmt: skip
+    assert sorted(rows) == [5, 10, 15, 20], done.stdout
+    assert len(re.findall(r"[0-9]+\.[0-9]", rows[10])) == 2 * len(legs), rows[10]
+    for leg in legs:
+        assert re.search(rf"^resnet20-seed3 +{leg}: left chance at ", done.stdout, re.M), done.stdout
+    again = run_cifar_peer(tmp_path, "--legs=ours")  # finished: nothing is trained again
+    assert "has finished 20 steps already" in again.stdout, again.stdout
+    if not has_torch:
+        missing = run_cifar_peer(tmp_path, "--legs=peer")
+        assert missing.returncode != 0 and "the PyTorch leg needs torch" in missing.stderr

@@ -17,10 +17,10 @@ the peer from a torch checkpoint written every --log_every_steps; running the sa
 again continues where it stopped and skips finished legs. PyTorch is an optional dependency
 (`pip install torch torchvision`); without it the command says so and stops.
 
-Printed per seed: training error (%) over each --log_every_steps interval and evaluation
-error (%) side by side, then a summary line per leg: the first interval below --chance_left
-training error ("left chance at"), and the last interval's error. Everything printed is also
-in OUTPUT/results.json.
+Printed per seed: training error (%) over each interval between the trainer's logs (every
+--log_every_steps, and at each epoch's end) and evaluation error (%) side by side, then a
+summary line per leg: the first interval below --chance_left training error ("left chance
+at"), and the last interval's error. Everything printed is also in OUTPUT/results.json.
 """
 
 import argparse
@@ -127,7 +127,8 @@ def run_peer(config, folder, classifier_init):
             loss, correct = torch_cifar.train_step(model, optimizer, images.numpy(),
                                                    labels.numpy(), float(schedule(step)))  # fmt: skip
             step, loss_sum, hits, seen = step + 1, loss_sum + loss, hits + correct, seen + len(labels)
-            if step % config.log_every_steps == 0:
+            # The trainer's intervals: every log_every_steps and at each epoch's end.
+            if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
                 curves["train"][step] = 100 * (1 - hits / seen)
                 print(f"[peer] step {step}: loss {loss_sum / seen:.4f} top-1 error "
                       f"{curves['train'][step]:.2f}%", flush=True)  # fmt: skip

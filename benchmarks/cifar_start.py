@@ -2,6 +2,7 @@
 (benchmarks/torch_cifar.py), on one batch of the trainer's own CIFAR-10 training stream.
 
     python benchmarks/cifar_start.py --depths=20,56 --seeds=0,1,2,3,4
+    python benchmarks/cifar_start.py --inspect=RUN_FOLDER [RUN_FOLDER ...]
 
 For each depth and seed, at initialisation (BN in training mode, as in the first step):
 the logits' std, the loss, the RMS of the pooled features the classifier sees, and the
@@ -14,6 +15,13 @@ through the BN layers (up to ~1e-2 near the input); --float64 shows it is roundi
 what differs between the two nets is where their weights start, not the net, the loss or
 the data.
 PyTorch is an optional dependency (`pip install torch`).
+
+--inspect looks inside trained run folders of ours instead (their latest checkpoint, BN in
+inference mode, on the same batch): for the output of the first block, the last block of
+each stage, and the pooled features, the share of ReLU outputs that are zero and of channels
+that are zero for every image; the spread of the pooled features and of the logits across
+images; the mean shift (beta) of each stage's last BN before the addition. A net stalled at
+chance shows it there: features that no longer depend on the image.
 """
 
 import argparse
@@ -122,6 +130,32 @@ def largest_relative_difference(a, b):
     return max(float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12)) for x, y in zip(a, b))
 
 
+def inspect(folder, images):
+    """Prints what is alive inside the run in `folder` (see the module docstring)."""
+    import keras
+    from keras_resnet import runs
+
+    model, _, checkpoint = runs.restore_model(folder)
+    outputs = [layer.name for layer in model.layers if layer.name.endswith("_out")]
+    stage_ends = [name for i, name in enumerate(outputs)
+                  if i + 1 == len(outputs) or outputs[i + 1].split("_")[0] != name.split("_")[0]]  # fmt: skip
+    picked = [outputs[0], *stage_ends]
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in picked]
+                        + [model.get_layer("avg_pool").output, model.output])  # fmt: skip
+    *maps, pooled, logits = [np.asarray(v) for v in probe(images, training=False)]
+    print(f"{checkpoint}:")
+    for name, values in zip(picked, maps):
+        flat = values.reshape(-1, values.shape[-1])
+        print(f"  {name:>18}: zero {np.mean(flat == 0):.2f}, channels zero for every image "
+              f"{np.mean(np.all(flat == 0, axis=0)):.2f}")  # fmt: skip
+    print(f"  pooled features: RMS {np.sqrt(np.mean(pooled ** 2)):.3g}, std across images "
+          f"{pooled.std(0).mean():.3g}; logits: std across images {logits.std(0).mean():.3g}")
+    betas = {name.split("_")[0]: float(np.mean(model.get_layer(name[:-4] + "_2_bn").beta))
+             for name in stage_ends}  # fmt: skip
+    print("  last block's second BN, mean shift: "
+          + ", ".join(f"{stage} {beta:.2f}" for stage, beta in betas.items()))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--depths", default="20,56")
@@ -130,8 +164,14 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=DEFAULT_DATA)
     parser.add_argument("--float64", action="store_true",
                         help="both nets in float64: the same-function check without float32 rounding")
+    parser.add_argument("--inspect", nargs="+", metavar="RUN_FOLDER",
+                        help="trained run folders to look inside instead")
     args = parser.parse_args(argv)
     images, labels = first_batch(args.data_dir, args.batch_size)
+    if args.inspect:
+        for folder in args.inspect:
+            inspect(folder, images)
+        return
     if args.float64:
         import keras
         import torch

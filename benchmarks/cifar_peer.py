@@ -124,9 +124,11 @@ def run_peer(config, folder, classifier_init):
     loss_sum = hits = seen = 0
     while step < config.train_steps:
         for images, labels in inputs.train_iterator(step):
-            loss, correct = torch_cifar.train_step(model, optimizer, images.numpy(),
-                                                   labels.numpy(), float(schedule(step)))  # fmt: skip
-            step, loss_sum, hits, seen = step + 1, loss_sum + loss, hits + correct, seen + len(labels)
+            rate = float(schedule(step))
+            loss, correct = torch_cifar.train_step(model, optimizer, images.numpy(), labels.numpy(),
+                                                   rate)  # fmt: skip
+            step, loss_sum, hits = step + 1, loss_sum + loss, hits + correct
+            seen += len(labels)
             # The trainer's intervals: every log_every_steps and at each epoch's end.
             if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
                 curves["train"][step] = 100 * (1 - hits / seen)
@@ -242,7 +244,8 @@ def print_seed(name, entry, args):
           f"the step, eval on {args.final_split}")  # fmt: skip
     header = ["step"] + [f"{leg} train" for leg in legs] + [f"{leg} eval" for leg in legs]
     print(" | ".join(f"{h:>11}" for h in header))
-    steps = sorted({s for leg in legs for kind in ("train", "eval") for s in _keyed(entry[leg][kind])})
+    steps = sorted({step for leg in legs for kind in ("train", "eval")
+                    for step in _keyed(entry[leg][kind])})  # fmt: skip
     for step in steps:
         cells = [str(step)]
         for kind in ("train", "eval"):

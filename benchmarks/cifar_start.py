@@ -137,8 +137,8 @@ def inspect(folder, images):
 
     model, _, checkpoint = runs.restore_model(folder)
     outputs = [layer.name for layer in model.layers if layer.name.endswith("_out")]
-    stage_ends = [name for i, name in enumerate(outputs)
-                  if i + 1 == len(outputs) or outputs[i + 1].split("_")[0] != name.split("_")[0]]  # fmt: skip
+    stages = [name.split("_")[0] for name in outputs]  # conv2_block9_out -> conv2
+    stage_ends = [name for i, name in enumerate(outputs) if stages[i] not in stages[i + 1:]]
     picked = [outputs[0], *stage_ends]
     probe = keras.Model(model.input, [model.get_layer(n).output for n in picked]
                         + [model.get_layer("avg_pool").output, model.output])  # fmt: skip
@@ -163,7 +163,7 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=512)
     parser.add_argument("--data_dir", default=DEFAULT_DATA)
     parser.add_argument("--float64", action="store_true",
-                        help="both nets in float64: the same-function check without float32 rounding")
+                        help="both nets in float64: the same-function check without rounding")
     parser.add_argument("--inspect", nargs="+", metavar="RUN_FOLDER",
                         help="trained run folders to look inside instead")
     args = parser.parse_args(argv)
@@ -191,10 +191,10 @@ def main(argv=None):
                 print(f"{f'resnet{depth} s{seed} {name}':>22} | "
                       + " | ".join(f"{row[c]:>15.4g}" for c in COLUMNS))  # fmt: skip
             same = peer(depth, seed, images, labels, "torch", weights_from=model)
-            print(f"{'':>22}   our weights in the peer: logits differ by at most "
-                  f"{largest_relative_difference([same['logits']], [mine['logits']]):.1e}, "
-                  f"gradients by {largest_relative_difference(same['gradients'], mine['gradients']):.1e}"
-                  " (relative to the largest)")  # fmt: skip
+            logits = largest_relative_difference([same["logits"]], [mine["logits"]])
+            gradients = largest_relative_difference(same["gradients"], mine["gradients"])
+            print(f"{'':>22}   our weights in the peer: logits differ by at most {logits:.1e}, "
+                  f"gradients by {gradients:.1e} (relative to the largest)")
 
 
 if __name__ == "__main__":

@@ -141,7 +141,8 @@ def classifier_initializer():
     Keras initializer draws its seed when it is made, so a shared one would give every model
     the same classifier whatever keras.utils.set_random_seed was given.
     """
-    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+    return keras.initializers.VarianceScaling(
+        scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
 
 
 def _head(x, include_top, pooling, classes, classifier_activation):

@@ -18,8 +18,12 @@ host") says how many workers a GPU needs and how to start them on other machines
 """
 
 import argparse
+import os
+import queue
+import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 
@@ -83,8 +87,8 @@ def run_dispatcher(port, work_dir=None, worker_timeout_s=None):
     server = tf.data.experimental.service.DispatchServer(config)
     mode = (f"fault-tolerant, journal in {work_dir}" if work_dir
             else "not fault-tolerant: give --work_dir to survive a restart")  # fmt: skip
-    _log(f"dispatcher listening on {PROTOCOL}://{socket.getfqdn()}:{port} ({mode}); "
-         f"trainers: --data_service={PROTOCOL}://{socket.getfqdn()}:{port}")  # fmt: skip
+    _log(f"dispatcher listening on port {port} ({mode}); trainers: "
+         f"--data_service={PROTOCOL}://{socket.getfqdn()}:{port}")  # fmt: skip
     name = _wait_for_signal()
     server.stop()
     _log(f"dispatcher on port {port} stopped ({name})")
@@ -108,6 +112,52 @@ def run_worker(dispatcher, port=0, worker_address=None):
     name = _wait_for_signal()
     server.stop()
     _log(f"worker {host}:{bound} stopped ({name})")
+
+
+def free_port():
+    """A port that nothing on this machine listens on now (for tests and benchmarks)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m keras_resnet.data_service ARGS` in a process of its own, started and waited
+    for until it says where it listens (tests, benchmarks, one-machine setups). `lines` holds
+    its output so far (stdout and stderr), read by a thread so that its pipe never fills."""
+
+    def __init__(self, *args, env=None, timeout=120):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "keras_resnet.data_service", *args], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})  # fmt: skip
+        self.lines = []
+        listening = queue.Queue()
+        threading.Thread(target=self._read, args=(listening,), daemon=True).start()
+        try:
+            line = listening.get(timeout=timeout)
+        except queue.Empty:
+            self.kill()
+            raise RuntimeError(f"{' '.join(args)}: not listening after {timeout} s: "
+                               + "".join(self.lines[-5:]))  # fmt: skip
+        if line is None:
+            raise RuntimeError(f"{' '.join(args)} exited: {''.join(self.lines[-5:])}")
+        self.port = int(re.search(r"listening on port (\d+)", line).group(1))
+
+    def _read(self, listening):
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if "listening on" in line:
+                listening.put(line)
+        listening.put(None)
+
+    def stop(self, timeout=60):
+        """SIGTERM, then the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait()
 
 
 def _parser():

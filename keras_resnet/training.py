@@ -13,6 +13,7 @@ automatically), TensorBoard scalars with the iteration on the x axis, evaluation
 the last good checkpoint.
 """
 
+import contextlib
 import hashlib
 import math
 import os
@@ -789,6 +790,15 @@ class _Inputs:
 
         return self.strategy.distribute_datasets_from_function(make)
 
+    @contextlib.contextmanager
+    def serving(self):
+        """The run's span: a tf.data service's watchdog stands down when it ends."""
+        try:
+            yield self
+        finally:
+            if self.service is not None:
+                self.service.close()
+
     def train_iterator(self, step):
         """The training stream from `step` to the end of its epoch."""
         epoch, offset = divmod(step, self.steps_per_epoch)
@@ -874,7 +884,7 @@ def train(config, strategy=None, log=print):
         f"{total_steps} ({steps_per_epoch} per epoch)"
     )
     own_signals = () if state.preemption is not None else (signal.SIGTERM, signal.SIGINT)
-    with _SignalFlag(own_signals, log) as signals:
+    with _SignalFlag(own_signals, log) as signals, inputs.serving():
         evaluator = _Evaluator(steps, inputs, eval_split, info.num_examples(eval_split),
                                writers[1], log, inputs.counter(eval_split),
                                lambda: signals.received is not None)  # fmt: skip

@@ -149,6 +149,7 @@ class StallWatch:
         self._last = time.monotonic()
         self._started = False
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
 
     def beat(self):
         self._last = time.monotonic()
@@ -159,15 +160,18 @@ class StallWatch:
                 self._started = True
                 threading.Thread(target=self._watch, daemon=True).start()
 
+    def stop(self):
+        """Training is over (or in another process's hands): stand down."""
+        self._stopped.set()
+
     def _watch(self):
         warned = 0.0
-        while True:
-            time.sleep(min(5.0, self.seconds / 4))
+        while not self._stopped.wait(min(5.0, self.seconds / 4)):
             quiet = time.monotonic() - self._last
             if quiet < self.seconds:
                 continue
             down = _not_answering(self.address)
-            if down:
+            if down and not self._stopped.is_set():
                 sys.stdout.flush()
                 print(f"error: --data_service={self.address}: {down} does not answer and no "
                       f"training batch came for {quiet:.0f} s; the last checkpoint is kept: "
@@ -192,7 +196,7 @@ def shared_token(strategy):
     return int(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None))
 
 
-def _pass_dataset(source, name, split, fn, batch_size, read, name_seed, repeat=False):
+def _pass_dataset(source, name, split, fn, batch_size, read, repeat=False):
     """One pass (or with `repeat`, passes forever) of the split's shuffled examples, as batches of
     fn's images, the unreadable ones skipped and named, in a form the service can run: no
     Python function, and per-example seeds that differ across workers (each numbers its own
@@ -207,7 +211,7 @@ def _pass_dataset(source, name, split, fn, batch_size, read, name_seed, repeat=F
             seed = tf.random.uniform([2], 0, tf.int64.max, tf.int64)
         else:
             origin_hash = tf.strings.to_hash_bucket_fast(origin, 2**62)
-            seed = tf.stack([tf.constant(base, tf.int64) + index, origin_hash + name_seed])
+            seed = tf.stack([tf.constant(base, tf.int64) + index, origin_hash])
         return fn(data, origin, seed)
 
     # The evaluation form of the accounting (no sentinels, which a dynamically sharded
@@ -239,43 +243,55 @@ class TrainingService:
         self.job_prefix = (f"keras_resnet-{zlib.crc32(run_name.encode()):08x}-"
                            f"{shared_token(strategy):08x}")  # fmt: skip
 
+    def close(self):
+        """The run is over: the watchdog stands down (the service's jobs end on their own)."""
+        self.watch.stop()
+
     def _job(self, ds, name):
+        # No compression: the images are float32 noise to snappy, which would cost the
+        # workers' CPU (the scarce resource) for little.
         return ds.apply(tf.data.experimental.service.distribute(
             processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
-            service=self.address, job_name=name))  # fmt: skip
+            service=self.address, job_name=name, compression=None))  # fmt: skip
 
     def _beat(self, images, labels):
         tick = tf.py_function(lambda: self.watch.beat() or 0, [], tf.int64)
         with tf.control_dependencies([tick]):
             return tf.identity(images), tf.identity(labels)
 
-    def training_dataset(self, config, split, input_context, *, image_size, epoch, skip_steps,
-                         steps_per_epoch):  # fmt: skip
-        """The batches (per replica) of this input pipeline for epoch `epoch` from step
-        skip_steps on: the epoch's pass through the service, then stand-ins if it ran short.
-        (A resumed epoch is a new pass, of which the remaining steps are taken.)"""
+    def job_stream(self, config, split, batch_size, *, image_size, seed, repeat, job_name):
+        """The batches of one service job: a pass over `split` (forever with `repeat`) in
+        config's augmentation, order and augmentation from `seed`, each worker batching its
+        own examples (the last batch of each partial)."""
         source = sources.get_source(config.dataset, config.data_dir)
         info = source.info
         augmentation = config.augmentation or info.default_augmentation
         fn = pipeline._image_fn(source, info, True, augmentation, "center", image_size,
                                 config.lighting)  # fmt: skip
+        read = sources.ReadOptions(training=True, seed=seed, deterministic=config.deterministic)
+        ds = _pass_dataset(source, f"{config.dataset} {split}", split, fn, batch_size, read,
+                           repeat)  # fmt: skip
+        return self._job(_with_options(ds, config.deterministic), job_name)
+
+    def training_dataset(self, config, split, input_context, *, image_size, epoch, skip_steps,
+                         steps_per_epoch):  # fmt: skip
+        """The batches (per replica) of this input pipeline for epoch `epoch` from step
+        skip_steps on: the epoch's pass through the service, then stand-ins if it ran short.
+        (A resumed epoch is a new pass, of which the remaining steps are taken.)"""
         batch_size = input_context.get_per_replica_batch_size(config.batch_size)
         seed = 0 if config.deterministic and config.seed is None else config.seed
         pass_seed = None if seed is None else seed + 1_000_003 * (epoch + 1)
         job = f"{self.job_prefix}-{split}-epoch{epoch}-step{skip_steps}"
-        streams = []
-        for kind, kind_seed, repeat in (("pass", pass_seed, False), ("standins", None, True)):
-            if kind_seed is None and pass_seed is not None:
-                kind_seed = pass_seed + 1
-            read = sources.ReadOptions(training=True, seed=kind_seed,
-                                       deterministic=config.deterministic)  # fmt: skip
-            ds = _pass_dataset(source, f"{config.dataset} {split}", split, fn, batch_size,
-                               read, zlib.crc32(kind.encode()), repeat)  # fmt: skip
-            ds = _with_options(ds, config.deterministic)
-            streams.append(self._job(ds, f"{job}-{kind}"))
+        one_pass = self.job_stream(config, split, batch_size, image_size=image_size,
+                                   seed=pass_seed, repeat=False, job_name=f"{job}-pass")
+        # Created only if the pass runs out before the epoch's last step (concatenate opens
+        # its second input then).
+        stand_ins = self.job_stream(config, split, batch_size, image_size=image_size,
+                                    seed=None if pass_seed is None else pass_seed + 1,
+                                    repeat=True, job_name=f"{job}-standins")  # fmt: skip
         replicas_per_pipeline = max(1, input_context.num_replicas_in_sync
                                     // input_context.num_input_pipelines)  # fmt: skip
         needed = (steps_per_epoch - skip_steps) * replicas_per_pipeline
         self.watch.start()
-        ds = streams[0].concatenate(streams[1]).rebatch(batch_size, drop_remainder=True)
+        ds = one_pass.concatenate(stand_ins).rebatch(batch_size, drop_remainder=True)
         return ds.take(needed).map(self._beat).prefetch(pipeline.AUTOTUNE)

@@ -24,6 +24,7 @@ from keras_resnet.data_service import ServerProcess, free_port
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_cli import IMAGENET, NOISE, REPO, run  # noqa: E402  (the trainers as users run them)
 from test_data import _tfrecord_items  # noqa: E402  (three colours of noisy images)
+from test_training import start_workers  # noqa: E402  (two local multi_worker trainers)
 
 # The servers import keras_resnet from this checkout, like the tests.
 SERVER_ENV = {"PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
@@ -137,6 +138,42 @@ def test_trainer_trains_the_demo_through_the_service_and_evaluates_locally(clust
     # Evaluation is the local padded pass: every validation image exactly once.
     assert result["validation"]["examples"] == demo.NUM_VALIDATION
     assert not NOISE.search(done.stdout + done.stderr), done.stderr[-2000:]
+
+
+def small_run(records, address):
+    """Two epochs of 5 steps of 12 images (the 60 records), so that epochs end often."""
+    return [f"--data_service={address}", "--dataset=imagenet_tfrecord", f"--data_dir={records}",
+            "--image_size=32", "--batch_size=12", "--train_steps=none", "--epochs=2",
+            "--eval_every_epochs=0", "--log_every_steps=5", "--steps_per_execution=5"]
+
+
+def test_mirrored_replicas_read_one_job_through_the_epochs_end(cluster, records, tmp_path):
+    dispatcher, _, _ = cluster
+    result_file = tmp_path / "result.json"
+    done = run(IMAGENET, *small_run(records, f"grpc://localhost:{dispatcher.port}"),
+               "--strategy=mirrored", "--cpu_devices=2", f"--model_dir={tmp_path / 'run'}",
+               f"--result_file={result_file}")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(result_file.read_text())
+    assert result["steps"] == 10 and result["validation"]["examples"] == 6
+
+
+def test_multi_worker_trainers_are_consumers_of_one_job(cluster, records, tmp_path):
+    dispatcher, _, _ = cluster
+    processes = start_workers(f"{tmp_path}/run", *small_run(records, f"grpc://localhost:"
+                              f"{dispatcher.port}"), f"--result_file={tmp_path}/result-{{index}}.json")
+    try:
+        outputs = [p.communicate(timeout=300)[0] for p in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    results = [json.load(open(f"{tmp_path}/result-{i}.json")) for i in range(2)]
+    assert results[0]["steps"] == results[1]["steps"] == 10
+    assert results[0]["weights_sha256"] == results[1]["weights_sha256"]
+    assert results[0]["validation"]["examples"] == 6
 
 
 def test_a_dispatcher_that_is_not_there_is_one_line_naming_it(tmp_path):

@@ -248,11 +248,19 @@ class TrainingService:
         self.watch.stop()
 
     def _job(self, ds, name):
-        # No compression: the images are float32 noise to snappy, which would cost the
-        # workers' CPU (the scarce resource) for little.
-        return ds.apply(tf.data.experimental.service.distribute(
+        """ds (batches of float32 images, labels) run by the service as job `name`.
+
+        The images travel as float16, half the bytes: measured here (64 images of 224x224 a
+        batch, one local worker) that took the trainer's share from 0.72-0.84 to 0.23 CPU-ms
+        per image and the worker's from 2.2-2.7 to 1.9-2.0. Normalised pixels lie within
+        +-2.7, where float16 is off by at most 2.7 * 2^-11 = 0.0013, i.e. under 0.08 of an
+        8-bit level (std 57): below the JPEG's own rounding. No compression: images are
+        noise to snappy, which would cost the workers' CPU for little."""
+        half = ds.map(lambda images, labels: (tf.cast(images, tf.float16), labels))
+        served = half.apply(tf.data.experimental.service.distribute(
             processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
             service=self.address, job_name=name, compression=None))  # fmt: skip
+        return served.map(lambda images, labels: (tf.cast(images, tf.float32), labels))
 
     def _beat(self, images, labels):
         tick = tf.py_function(lambda: self.watch.beat() or 0, [], tf.int64)

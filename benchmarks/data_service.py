@@ -35,7 +35,7 @@ import time
 import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 
 from input_pipeline import benchmark_files  # noqa: E402  (the benchmark's JPEGs)
 
@@ -43,8 +43,9 @@ from keras_resnet import data, recipes  # noqa: E402
 from keras_resnet.data import service  # noqa: E402
 from keras_resnet.data_service import ServerProcess, free_port  # noqa: E402
 
-SERVER_ENV = {"PYTHONPATH": os.pathsep.join(
-    [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The servers import keras_resnet from this checkout too.
+SERVER_ENV = {"PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
 
 
 def process_cpu_seconds(pid):

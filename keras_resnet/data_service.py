@@ -60,6 +60,21 @@ def _wait_for_signal():
     return received[0]
 
 
+STOP_SECONDS = 10.0
+
+
+def _stop(server, what):
+    """server.stop(), bounded: a worker with tasks still running (an endless training job
+    whose trainer went away, say) can take minutes to stop; a stop on SIGTERM should not."""
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    stopper.join(STOP_SECONDS)
+    if stopper.is_alive():
+        _log(f"{what} did not stop within {STOP_SECONDS:.0f} s (jobs still running): exiting")
+        sys.stdout.flush()
+        os._exit(0)
+
+
 def _port_free(port):
     """Whether `port` can be bound here: TensorFlow's servers abort the process (a C++ check)
     on a port in use, so this is checked first, for a one-line error."""
@@ -90,7 +105,7 @@ def run_dispatcher(port, work_dir=None, worker_timeout_s=None):
     _log(f"dispatcher listening on port {port} ({mode}); trainers: "
          f"--data_service={PROTOCOL}://{socket.getfqdn()}:{port}")  # fmt: skip
     name = _wait_for_signal()
-    server.stop()
+    _stop(server, f"dispatcher on port {port}")
     _log(f"dispatcher on port {port} stopped ({name})")
 
 
@@ -110,7 +125,7 @@ def run_worker(dispatcher, port=0, worker_address=None):
     _log(f"worker listening on port {bound}, reached as {host}:{bound}, serving dispatcher "
          f"{dispatcher}")  # fmt: skip
     name = _wait_for_signal()
-    server.stop()
+    _stop(server, f"worker {host}:{bound}")
     _log(f"worker {host}:{bound} stopped ({name})")
 
 

@@ -145,7 +145,8 @@ def small_run(records, address):
     """Two epochs of 5 steps of 12 images (the 60 records), so that epochs end often."""
     return [f"--data_service={address}", "--dataset=imagenet_tfrecord", f"--data_dir={records}",
             "--image_size=32", "--batch_size=12", "--train_steps=none", "--epochs=2",
-            "--eval_every_epochs=0", "--log_every_steps=5", "--steps_per_execution=5"]
+            "--eval_every_epochs=0", "--log_every_steps=5",
+            "--steps_per_execution=5"]  # fmt: skip
 
 
 def test_mirrored_replicas_read_one_job_through_the_epochs_end(cluster, records, tmp_path):
@@ -161,8 +162,9 @@ def test_mirrored_replicas_read_one_job_through_the_epochs_end(cluster, records,
 
 def test_multi_worker_trainers_are_consumers_of_one_job(cluster, records, tmp_path):
     dispatcher, _, _ = cluster
-    processes = start_workers(f"{tmp_path}/run", *small_run(records, f"grpc://localhost:"
-                              f"{dispatcher.port}"), f"--result_file={tmp_path}/result-{{index}}.json")
+    address = f"grpc://localhost:{dispatcher.port}"
+    processes = start_workers(f"{tmp_path}/run", *small_run(records, address),
+                              f"--result_file={tmp_path}/result-{{index}}.json")
     try:
         outputs = [p.communicate(timeout=300)[0] for p in processes]
     finally:

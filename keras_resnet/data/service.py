@@ -271,7 +271,11 @@ class TrainingService:
         """The batches of one service job: a pass over `split` (forever with `repeat`) in
         config's augmentation, order and augmentation from `seed`, each worker batching its
         own examples (the last batch of each partial)."""
-        source = sources.get_source(config.dataset, config.data_dir)
+        # The workers read the paths the trainer lists: absolute, so any working folder works.
+        data_dir = config.data_dir
+        if data_dir and "://" not in data_dir:
+            data_dir = os.path.abspath(data_dir)
+        source = sources.get_source(config.dataset, data_dir)
         info = source.info
         augmentation = config.augmentation or info.default_augmentation
         fn = pipeline._image_fn(source, info, True, augmentation, "center", image_size,

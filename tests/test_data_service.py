@@ -92,7 +92,7 @@ def delivered(stream):
     return found, labels
 
 
-def training_stream(address, records, epoch, model_dir="/tmp/unused"):
+def training_stream(address, records, epoch, model_dir="/tmp/unused", examples=EXAMPLES):
     """The trainer's stream of epoch `epoch` (one replica), its watchdog stood down (this
     process outlives the servers)."""
     config = recipes.TrainConfig(model_dir=model_dir, dataset="imagenet_tfrecord",
@@ -103,7 +103,7 @@ def training_stream(address, records, epoch, model_dir="/tmp/unused"):
                                          num_replicas_in_sync=1)  # fmt: skip
     trainer_side = service.TrainingService(address, strategy, model_dir)
     stream = trainer_side.training_dataset(config, "train", context, image_size=32, epoch=epoch,
-                                           skip_steps=0, steps_per_epoch=EXAMPLES // BATCH)
+                                           skip_steps=0, steps_per_epoch=examples // BATCH)
     trainer_side.close()
     return stream
 
@@ -126,6 +126,19 @@ def test_every_training_example_is_delivered_once_per_epoch_across_two_workers(c
         found, labels = delivered(training_stream(address, records, epoch))
         assert set(found) == set(expected) and set(found.values()) == {1}, (epoch, found)
         assert labels == expected
+
+
+def test_a_bad_label_on_a_worker_stops_the_stream_with_the_pipelines_message(cluster, tmp_path):
+    dispatcher, _, _ = cluster
+    items = _tfrecord_items(np.random.default_rng(1), 4)
+    items[5] = (items[5][0], 4999)  # stored 1-based: 5000, beyond the 1,000 placeholder classes
+    demo.write_tfrecords(str(tmp_path), "train", items, num_shards=2)
+    address = f"grpc://localhost:{dispatcher.port}"
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        delivered(training_stream(address, str(tmp_path), 0, examples=len(items)))
+    # The worker's error reaches the trainer whole: the trainer's one-line DataError.
+    assert data.pipeline.data_error_message(error.value) == (
+        f"{tmp_path}/train-00001-of-00002: label 5000 is outside 1..1000 (1000 classes)")
 
 
 def test_trainer_trains_the_demo_through_the_service_and_evaluates_locally(cluster, tmp_path):

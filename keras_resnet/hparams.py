@@ -159,7 +159,7 @@ def flagfile_text(record, model_dir=None):
         if name in typed and typed[name] != default:
             lines.append(f"# {name}={typed[name]!r} has no flag (set it through the Python API)")
     for name, value in values.items():
-        if value is None and name in ("data_dir", "shortcut", "stride_position"):
+        if value is None and name in ("data_dir", "shortcut", "stride_position", "data_service"):
             continue  # None in every trainer; these flags take no "none"
         if name == "augmentation" and value is None:
             value = AUGMENTATION_AUTO

@@ -168,6 +168,23 @@ class TrainConfig:
     keep_checkpoints: int = 3
     seed: Optional[int] = None
     deterministic: bool = False
+    # grpc://HOST:PORT of a tf.data service dispatcher: the training input pipeline runs on
+    # its workers (keras_resnet/data/service.py); None: in the trainer's process.
+    data_service: Optional[str] = None
+
+
+DATA_SERVICE_PROTOCOL = "grpc"
+
+
+def data_service_address(address):
+    """(host, port) of a data_service setting, grpc://HOST:PORT (or HOST:PORT); ValueError
+    saying what is expected."""
+    protocol, _, rest = address.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if (protocol not in ("", DATA_SERVICE_PROTOCOL) or not host or not port.isdigit()
+            or not 0 < int(port) < 65536):  # fmt: skip
+        raise ValueError(f"expected grpc://HOST:PORT, e.g. grpc://localhost:5050, got {address!r}")
+    return host, int(port)
 
 
 def warm_start_for(model, given=()):

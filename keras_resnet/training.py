@@ -13,6 +13,7 @@ automatically), TensorBoard scalars with the iteration on the x axis, evaluation
 the last good checkpoint.
 """
 
+import contextlib
 import hashlib
 import math
 import os
@@ -38,6 +39,7 @@ from keras_resnet.recipes import (  # noqa: F401  (TrainConfig and its fields' c
     STRATEGIES,
     TrainConfig,
 )
+from keras_resnet.recipes import data_service_address as data_address
 
 MAX_IMAGE_SIZE = 2048
 
@@ -90,6 +92,11 @@ def validate(config):
         fail("profile_steps", f"must be two steps 0 < first <= last, got {config.profile_steps}")
     if not config.model_dir:
         fail("model_dir", "is required")
+    if config.data_service is not None:
+        try:
+            data_address(config.data_service)
+        except ValueError as error:
+            fail("data_service", str(error))
     for rate_flag in ("base_learning_rate", "warm_start_learning_rate"):
         rate = getattr(config, rate_flag)
         if rate is not None and not (math.isfinite(rate) and rate > 0):  # NaN > 0 is False too
@@ -749,6 +756,13 @@ class _Inputs:
         self.steps_per_epoch = steps_per_epoch
         self.train_split = train_split
         self.skipped = {}
+        # Training through the tf.data service (data/service.py); evaluation stays local.
+        self.service = None
+        if config.data_service:
+            from keras_resnet.data import service
+
+            self.service = service.TrainingService(config.data_service, strategy,
+                                                   os.path.abspath(config.model_dir))  # fmt: skip
 
     def counter(self, split):
         if split not in self.skipped:
@@ -760,6 +774,10 @@ class _Inputs:
         skipped = self.counter(split)
 
         def make(input_context):
+            if training and self.service is not None:
+                return self.service.training_dataset(
+                    config, split, input_context, image_size=self.image_size, epoch=epoch,
+                    skip_steps=skip_steps, steps_per_epoch=self.steps_per_epoch)  # fmt: skip
             return data_lib.make_dataset(
                 config.dataset, split, data_dir=config.data_dir,
                 batch_size=input_context.get_per_replica_batch_size(config.batch_size),
@@ -771,6 +789,15 @@ class _Inputs:
             )  # fmt: skip
 
         return self.strategy.distribute_datasets_from_function(make)
+
+    @contextlib.contextmanager
+    def serving(self):
+        """The run's span: a tf.data service's watchdog stands down when it ends."""
+        try:
+            yield self
+        finally:
+            if self.service is not None:
+                self.service.close()
 
     def train_iterator(self, step):
         """The training stream from `step` to the end of its epoch."""
@@ -857,7 +884,7 @@ def train(config, strategy=None, log=print):
         f"{total_steps} ({steps_per_epoch} per epoch)"
     )
     own_signals = () if state.preemption is not None else (signal.SIGTERM, signal.SIGINT)
-    with _SignalFlag(own_signals, log) as signals:
+    with _SignalFlag(own_signals, log) as signals, inputs.serving():
         evaluator = _Evaluator(steps, inputs, eval_split, info.num_examples(eval_split),
                                writers[1], log, inputs.counter(eval_split),
                                lambda: signals.received is not None)  # fmt: skip

@@ -263,6 +263,10 @@ def define_flags(flag_values=FLAGS, recipe=recipes.IMAGENET, exclude=()):
     number(int, "seed", None, "Random seed (weights, data order); none: a random one.",
            optional=True)
     define(flags.DEFINE_bool, "deterministic", False, "Deterministic input pipeline (slower).")
+    define(flags.DEFINE_string, "data_service", None,
+           "grpc://HOST:PORT of a tf.data service dispatcher (python -m "
+           "keras_resnet.data_service): the training input runs on its workers, evaluation "
+           "stays local; none: all input in this process (docs/data.md).")
     define(flags.DEFINE_string, "model_dir", default("model_dir", None),
            "Run folder: checkpoints, TensorBoard logs, run.json, flags.txt. Resumed if it exists.")
     define(flags.DEFINE_enum, "strategy", "default", list(recipes.STRATEGIES),

@@ -101,10 +101,11 @@ def inspect(prefix):
     return "whole", None
 
 
-def listed(checkpoint_dir):
+def listed(checkpoint_dir, unlisted=True):
     """The checkpoints in checkpoint_dir, newest first: those TensorFlow's list names (found
-    even if their files are gone) and any other index file (found even if that list is
-    damaged or lost)."""
+    even if their files are gone) and, with `unlisted` or where that list is damaged or lost,
+    every other index file. (Readers beside a running trainer pass unlisted=False: a save in
+    progress has its index before its list names it.)"""
     prefixes = set()
     try:
         state = tf.train.get_checkpoint_state(checkpoint_dir)
@@ -113,7 +114,8 @@ def listed(checkpoint_dir):
     for path in state.all_model_checkpoint_paths if state else ():
         prefixes.add(os.path.join(checkpoint_dir, os.path.basename(path)))
     for index in glob.glob(os.path.join(glob.escape(checkpoint_dir), f"{NAME}-*.index")):
-        prefixes.add(index[: -len(".index")])
+        if unlisted or not prefixes:
+            prefixes.add(index[: -len(".index")])
     numbered = [p for p in prefixes if re.fullmatch(rf"{NAME}-\d+", os.path.basename(p))]
     return sorted(numbered, key=step_of, reverse=True)
 
@@ -146,7 +148,7 @@ def restore_newest_whole(checkpoint, checkpoint_dir, on_damaged="previous", is_c
     """Restores `checkpoint` from the newest whole checkpoint in checkpoint_dir and returns
     its path (None: there is none, a new run). Damaged ones newer than it are named in one
     line each and, on the chief, set aside; on_damaged="stop" raises DamagedCheckpoint
-    instead, touching nothing."""
+    instead, leaving every checkpoint where it is."""
     damaged = []
     for prefix in listed(checkpoint_dir):
         status, problem = inspect(prefix)
@@ -224,9 +226,10 @@ def save(manager, step, is_chief=True):
         if not files.is_disk_full(error):
             raise
         last = newest_whole(directory) if is_chief else None
+        reason = next((text for text in files.FULL_DISK_TEXTS if text in str(error)), "")
         raise files.DiskFull(
             f"the disk is full: checkpoint {prefix} (step {step}) could not be saved "
-            f"({one_line(error)}), and nothing of it was left behind; the last whole "
+            f"({reason or one_line(error)}), and nothing of it was left behind; the last whole "
             f"checkpoint is {last or 'none: the run has none yet'}. Free some space and run "
             "again with the same --model_dir to resume from it"
         ) from None

@@ -120,7 +120,7 @@ def checkpoint_dir(model_dir):
 
 def latest_checkpoint(model_dir):
     """The newest checkpoint's path prefix (whole or not: restore_model checks it)."""
-    found = checkpoints.listed(checkpoint_dir(model_dir))
+    found = checkpoints.listed(checkpoint_dir(model_dir), unlisted=False)
     if not found:
         raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(model_dir)}")
     return found[0]
@@ -133,11 +133,11 @@ def restore_model(model_dir, checkpoint=None, classifier_activation=None):
     optimizer state and counters in it are left alone.
     """
     config = read_run_config(model_dir)
-    model = build_model(config, classifier_activation=classifier_activation)
     path = checkpoint or latest_checkpoint(model_dir)
-    verdict, problem = checkpoints.inspect(path)  # export refuses a damaged checkpoint
+    verdict, problem = checkpoints.inspect(path)  # a damaged checkpoint is refused, named
+    model = None if problem else build_model(config, classifier_activation=classifier_activation)
     try:
-        if verdict != "damaged":
+        if model is not None:
             read = tf.train.Checkpoint(model=model).read(path)
             read.expect_partial().assert_existing_objects_matched()
     except (tf.errors.OpError, IndexError) as error:  # no manifest, and TensorFlow cannot read it

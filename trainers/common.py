@@ -268,7 +268,7 @@ def define_flags(flag_values=FLAGS, recipe=recipes.IMAGENET, exclude=()):
     define(flags.DEFINE_enum, "on_damaged_checkpoint", "previous", list(ON_DAMAGED),
            "When the newest checkpoint fails its check at a resume: previous names it, moves "
            "it to checkpoints/damaged/ and resumes from the newest whole one; stop exits with "
-           "that one-line error and touches nothing.")
+           "that one-line error, leaving the checkpoints as they are.")
     number(int, "seed", None, "Random seed (weights, data order); none: a random one.",
            optional=True)
     define(flags.DEFINE_bool, "deterministic", False, "Deterministic input pipeline (slower).")

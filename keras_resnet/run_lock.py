@@ -49,12 +49,16 @@ def _holder_text(fd):
         return "another process (it has not recorded its pid yet)"
 
 
+# Where else the writer could write, by purpose.
+ELSEWHERE = {"training": "use another --model_dir", "export": "export to another --output"}
+
+
 def _refusal(model_dir, holder, purpose):
     return RunFolderBusy(
         f"{model_dir} is in use: {holder} holds its lock ({lock_path(model_dir)}), "
         f"and a run folder has one writer at a time, so this {purpose} did not start and "
         "changed nothing there; wait for that process to end (or stop it) and run again, or "
-        "use another --model_dir"
+        f"{ELSEWHERE.get(purpose, 'write elsewhere')}"
     )
 
 

@@ -36,6 +36,12 @@ NO_FLAG = ("lr_decay_factor",)
 AUGMENTATION_AUTO = "auto"
 # The flag value that stands for None in flags that accept one (see trainers/common.py).
 NONE = "none"
+# flags.txt's first and last lines: a file with this header and without that end was cut
+# short, and trainers/common.py (which keeps a copy of both: it reads them before Keras
+# loads) refuses it instead of running with the defaults of the flags it lost.
+FLAGFILE_HEADER = ("# The settings of this run as trainer flags (written by keras_resnet at each "
+                   "start; its last line says it ends there).")  # fmt: skip
+FLAGFILE_END = "# end of the run's flags"
 
 
 def _train_config_class():
@@ -149,10 +155,8 @@ def flagfile_text(record, model_dir=None):
     """flags.txt for the run of `record`: every setting as --name=value, so that
     `--flagfile=flags.txt` rebuilds the same TrainConfig in any trainer."""
     values = flag_values(record)
-    lines = [
-        "# The settings of this run as trainer flags (written by keras_resnet at each start).",
-        "# Repeat it: python trainers/<trainer>.py --flagfile=flags.txt [--model_dir=NEW_FOLDER]",
-    ]
+    lines = [FLAGFILE_HEADER,
+             "# Repeat it: python trainers/<trainer>.py --flagfile=flags.txt [--model_dir=NEW_FOLDER]"]
     typed = typed_record(record.get("flags", record))
     for name in NO_FLAG:
         default = _field_default(name)
@@ -164,7 +168,7 @@ def flagfile_text(record, model_dir=None):
         if name == "augmentation" and value is None:
             value = AUGMENTATION_AUTO
         lines.append(f"--{name}={flag_text(value)}")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, FLAGFILE_END]) + "\n"
 
 
 def _field_default(name):

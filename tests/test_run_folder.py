@@ -19,7 +19,7 @@ import textwrap
 
 import pytest
 
-from keras_resnet import checkpoints, run_lock, runs
+from keras_resnet import checkpoints, hparams, run_lock, runs
 from test_cli import run
 from test_training import (  # noqa: F401  (demo_cache: the shared data cache fixture)
     CIFAR_TRAINER,
@@ -118,6 +118,8 @@ def test_the_trainers_offer_the_choices_of_a_resume_from_a_damaged_checkpoint():
     import common  # trainers/common.py (test_cli put trainers/ on the path)
 
     assert common.ON_DAMAGED == checkpoints.ON_DAMAGED
+    assert (common.FLAGFILE_HEADER, common.FLAGFILE_END) == (hparams.FLAGFILE_HEADER,
+                                                             hparams.FLAGFILE_END)  # fmt: skip
 
 
 def test_a_second_writer_is_refused_at_once_and_a_killed_one_changes_nothing(tmp_path,
@@ -365,3 +367,18 @@ def test_a_damaged_result_json_is_named(run_copy):
     with pytest.raises(runs.DamagedFile, match=re.escape(path)):
         runs.read_result(run_copy)
     json.loads(open(os.path.join(run_copy, runs.RUN_FILE)).read())  # run.json still whole
+
+
+def test_a_flags_txt_cut_short_is_refused_naming_it(finished_run, tmp_path):
+    with open(os.path.join(finished_run, runs.FLAGS_FILE)) as f:
+        text = f.read()
+    assert text.splitlines()[-1] == hparams.FLAGFILE_END
+    cut = tmp_path / "flags.txt"
+    cut.write_text(text[: text.index("--model=")])  # every flag from --model on lost
+    proc = run(CIFAR_TRAINER, f"--flagfile={cut}", f"--model_dir={tmp_path}/again")
+    assert error_line(proc) == (
+        f"--flagfile={cut}: is damaged (cut short: its last line is not \"{hparams.FLAGFILE_END}\"); "
+        "restore it from a copy, or give the run's flags yourself (its run.json records them "
+        'under "flags")'
+    )
+    assert not os.path.exists(tmp_path / "again")

@@ -327,9 +327,31 @@ def _flag_error_line(error):
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
+# keras_resnet.hparams' first and last lines of flags.txt (a test checks that they agree).
+FLAGFILE_HEADER = ("# The settings of this run as trainer flags (written by keras_resnet at each "
+                   "start; its last line says it ends there).")  # fmt: skip
+FLAGFILE_END = "# end of the run's flags"
+
+
+def check_flagfiles(argv):
+    """A run's flags.txt given to --flagfile must be whole: one cut short would otherwise
+    run with the defaults of the flags it lost."""
+    for arg in argv[1:]:
+        name, _, path = arg.partition("=")
+        if name not in ("--flagfile", "-flagfile") or not os.path.isfile(path):
+            continue  # absl reports a missing file
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
+        if lines and lines[0] == FLAGFILE_HEADER and lines[-1] != FLAGFILE_END:
+            fail(f"--flagfile={path}: is damaged (cut short: its last line is not "
+                 f"{FLAGFILE_END!r}); restore it from a copy, or give the run's flags yourself "
+                 "(its run.json records them under \"flags\")")  # fmt: skip
+
+
 def parse_flags(argv):
     """The trainers' flags_parser for app.run: absl's parsing, with errors and stray arguments
     reported in one line (`error: --flag=value: what is accepted`) instead of absl's two."""
+    check_flagfiles(argv)
     try:
         rest = FLAGS(argv)
     except flags.Error as error:

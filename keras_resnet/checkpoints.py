@@ -46,7 +46,7 @@ class DamagedCheckpoint(files.DamagedFile):
 
 
 def files_of(prefix):
-    """The files of the checkpoint at path prefix `prefix` that exist: its index, its data shards."""
+    """The files of the checkpoint at `prefix` that exist: its index, its data shards."""
     data = glob.glob(glob.escape(prefix) + ".data-?????-of-?????")
     return [path for path in [prefix + ".index", *sorted(data)] if os.path.exists(path)]
 
@@ -69,7 +69,8 @@ def _sha256(path, sync=False):
 
 def write_manifest(prefix, step):
     """Writes ckpt-N.manifest.json: the size and SHA-256 of each of the checkpoint's files."""
-    record = {os.path.basename(path): dict(bytes=os.path.getsize(path), sha256=_sha256(path, sync=True))
+    record = {os.path.basename(path): dict(bytes=os.path.getsize(path),
+                                           sha256=_sha256(path, sync=True))
               for path in files_of(prefix)}  # fmt: skip
     files.sync_folder(os.path.dirname(prefix))
     files.write_json_atomically(prefix + MANIFEST_SUFFIX, dict(step=step, files=record))
@@ -179,8 +180,8 @@ def _set_aside(damaged, restored, checkpoint_dir, is_chief, log):
         if not is_chief:
             log(f"{problem}: resuming from {restored} (the chief sets it aside)")
             continue
-        target = os.path.join(checkpoint_dir, DAMAGED_DIR,
-                              f"{os.path.basename(prefix)}-{time.strftime('%Y%m%dT%H%M%S')}")  # fmt: skip
+        moment = time.strftime("%Y%m%dT%H%M%S")
+        target = os.path.join(checkpoint_dir, DAMAGED_DIR, f"{os.path.basename(prefix)}-{moment}")
         os.makedirs(target, exist_ok=True)
         for path in [*files_of(prefix), prefix + MANIFEST_SUFFIX]:
             if os.path.exists(path):

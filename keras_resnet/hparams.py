@@ -23,7 +23,7 @@ import os
 import time
 import typing
 
-from keras_resnet import files, recipes
+from keras_resnet import files, flagfile, recipes
 
 EXPERIMENT_FILE = "events.out.tfevents.hparams-experiment"
 SESSION_FILE = "events.out.tfevents.hparams-session"
@@ -36,12 +36,8 @@ NO_FLAG = ("lr_decay_factor",)
 AUGMENTATION_AUTO = "auto"
 # The flag value that stands for None in flags that accept one (see trainers/common.py).
 NONE = "none"
-# flags.txt's first and last lines: a file with this header and without that end was cut
-# short, and trainers/common.py (which keeps a copy of both: it reads them before Keras
-# loads) refuses it instead of running with the defaults of the flags it lost.
-FLAGFILE_HEADER = ("# The settings of this run as trainer flags (written by keras_resnet at each "
-                   "start; its last line says it ends there).")  # fmt: skip
-FLAGFILE_END = "# end of the run's flags"
+# flags.txt's first and last lines (keras_resnet/flagfile.py checks a given one ends).
+FLAGFILE_HEADER, FLAGFILE_END = flagfile.HEADER, flagfile.END
 
 
 def _train_config_class():

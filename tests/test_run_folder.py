@@ -118,8 +118,6 @@ def test_the_trainers_offer_the_choices_of_a_resume_from_a_damaged_checkpoint():
     import common  # trainers/common.py (test_cli put trainers/ on the path)
 
     assert common.ON_DAMAGED == checkpoints.ON_DAMAGED
-    assert (common.FLAGFILE_HEADER, common.FLAGFILE_END) == (hparams.FLAGFILE_HEADER,
-                                                             hparams.FLAGFILE_END)  # fmt: skip
 
 
 def test_a_second_writer_is_refused_at_once_and_a_killed_one_changes_nothing(tmp_path,
@@ -321,7 +319,8 @@ def test_a_really_full_disk_stops_the_trainer_and_the_run_resumes_elsewhere(tmp_
     flags = [*TINY_FLAGS, "--eval_every_epochs=0", "--checkpoint_every_steps=5",
              "--train_steps=60", "--keep_checkpoints=5"]  # fmt: skip
     command = " ".join([sys.executable, CIFAR_TRAINER, *flags, f"--model_dir={model_dir}"])
-    script = f"mount -t tmpfs -o size=6m tmpfs {disk} && {{ {command}; rc=$?; cp -a {disk} {copy}; exit $rc; }}"
+    script = (f"mount -t tmpfs -o size=6m tmpfs {disk} && "
+              f"{{ {command}; rc=$?; cp -a {disk} {copy}; exit $rc; }}")
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
                           timeout=600, env=environment)  # fmt: skip

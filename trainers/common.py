@@ -30,7 +30,7 @@ sys.path.insert(0, REPO)
 
 
 def _import_light(module_name="recipes"):
-    """keras_resnet.<module_name> (recipes, run_lock: standard library only), without running
+    """keras_resnet.<module_name> (one that needs only the standard library), without running
     keras_resnet/__init__.py first when the package is not imported yet (it imports Keras,
     hence TensorFlow: seconds, and its start-up lines before import_quietly can hide them).
     The module is registered under its own name, so the package's later imports of it find
@@ -48,6 +48,7 @@ def _import_light(module_name="recipes"):
 
 recipes = _import_light("recipes")
 run_lock = _import_light("run_lock")
+flagfile = _import_light("flagfile")
 
 FLAGS = flags.FLAGS
 
@@ -327,25 +328,14 @@ def _flag_error_line(error):
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
-# keras_resnet.hparams' first and last lines of flags.txt (a test checks that they agree).
-FLAGFILE_HEADER = ("# The settings of this run as trainer flags (written by keras_resnet at each "
-                   "start; its last line says it ends there).")  # fmt: skip
-FLAGFILE_END = "# end of the run's flags"
-
-
 def check_flagfiles(argv):
-    """A run's flags.txt given to --flagfile must be whole: one cut short would otherwise
-    run with the defaults of the flags it lost."""
+    """Each run's flags.txt given to --flagfile must be whole (keras_resnet/flagfile.py)."""
     for arg in argv[1:]:
         name, _, path = arg.partition("=")
-        if name not in ("--flagfile", "-flagfile") or not os.path.isfile(path):
-            continue  # absl reports a missing file
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", errors="replace").splitlines()
-        if lines and lines[0] == FLAGFILE_HEADER and lines[-1] != FLAGFILE_END:
-            fail(f"--flagfile={path}: is damaged (cut short: its last line is not "
-                 f"{FLAGFILE_END!r}); restore it from a copy, or give the run's flags yourself "
-                 "(its run.json records them under \"flags\")")  # fmt: skip
+        if name in ("--flagfile", "-flagfile") and os.path.isfile(path):  # absl names a missing one
+            problem = flagfile.problem(path)
+            if problem:
+                fail(problem)
 
 
 def parse_flags(argv):
@@ -440,7 +430,7 @@ def import_quietly(*modules, verbose=None):
     with _stderr_to_temporary_file() if quiet else contextlib.nullcontext():
         imported = [importlib.import_module(module) for module in modules]
     package = sys.modules.get("keras_resnet")
-    for light in (recipes, run_lock):  # loaded before their package (_import_light)
+    for light in (recipes, run_lock, flagfile):  # loaded before their package (_import_light)
         if package is not None and not hasattr(package, light.__name__.rsplit(".", 1)[1]):
             setattr(package, light.__name__.rsplit(".", 1)[1], light)
     return imported

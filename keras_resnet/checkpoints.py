@@ -51,6 +51,13 @@ def files_of(prefix):
     return [path for path in [prefix + ".index", *sorted(data)] if os.path.exists(path)]
 
 
+def local(path):
+    """Whether `path` is on a local or mounted file system: manifests, setting aside and
+    undoing a failed save work there; on object stores (gs://...) checkpoints work as
+    TensorFlow makes them, unverified."""
+    return "://" not in os.fspath(path)
+
+
 def step_of(prefix):
     return int(prefix.rsplit("-", 1)[1])
 
@@ -80,6 +87,8 @@ def inspect(prefix):
     """("whole", None) if the checkpoint's files agree with its manifest, ("unverified", None)
     if it has no manifest, else ("damaged", one line naming the file and what is wrong)."""
     name = f"checkpoint {prefix} is damaged"
+    if not local(prefix):
+        return "unverified", None
     if not os.path.exists(prefix + ".index"):
         return "damaged", f"{name}: {os.path.basename(prefix)}.index is missing"
     manifest = prefix + MANIFEST_SUFFIX
@@ -177,6 +186,9 @@ def _set_aside(damaged, restored, checkpoint_dir, is_chief, log):
     """Moves the damaged checkpoints to damaged/ (the chief; a worker only reports them) and
     makes TensorFlow's list end at the restored one."""
     for prefix, problem in damaged:
+        if not local(prefix):
+            raise DamagedCheckpoint(f"{problem}; move it out of {checkpoint_dir} (an object "
+                                    f"store: it is not moved here) to resume from {restored}")
         if not is_chief:
             log(f"{problem}: resuming from {restored} (the chief sets it aside)")
             continue
@@ -211,6 +223,8 @@ def save(manager, step, is_chief=True):
     save wrote is removed and TensorFlow's list put back; a full disk raises files.DiskFull
     naming the last whole checkpoint."""
     directory = manager.directory
+    if not local(directory):
+        return manager.save(checkpoint_number=step)
     prefix = os.path.join(directory, f"{NAME}-{step}")
     before = listed(directory) if is_chief else []
     try:
@@ -226,7 +240,7 @@ def save(manager, step, is_chief=True):
             _undo(prefix, before, directory)
         if not files.is_disk_full(error):
             raise
-        last = newest_whole(directory) if is_chief else None
+        last = newest_whole(directory) if is_chief else "the chief's"
         reason = next((text for text in files.FULL_DISK_TEXTS if text in str(error)), "")
         raise files.DiskFull(
             f"the disk is full: checkpoint {prefix} (step {step}) could not be saved "

@@ -170,7 +170,7 @@ def main(argv):
                 tflite=FLAGS.tflite,
                 warmup_batch_sizes=warmup_batch_sizes(),
             )
-    except (ValueError, FileNotFoundError, export.ExportError) as error:
+    except (ValueError, OSError, export.ExportError) as error:  # OSError: RunFolderBusy too
         sys.exit(f"error: {error}")
     print(f"exported {path}")
     print(

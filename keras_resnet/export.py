@@ -60,7 +60,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet import models, runs
+from keras_resnet import models, run_lock, runs
 from keras_resnet.data import preprocessing, spec
 
 DEFAULT_TOP_K = 5
@@ -462,7 +462,16 @@ def write_tflite(signatures, path, saved_model_dir):
         f.write(content)
 
 
-def save(
+def save(signatures, output, **options):
+    """_save, holding the lock of the run folder that `output` lies in, if any: an export
+    there is one more writer, refused while a trainer writes it (run_lock.RunFolderBusy).
+    Exports that only read a run's checkpoint take no lock."""
+    run_folder = run_lock.enclosing_run_folder(output)
+    with run_lock.hold(run_folder, "export") if run_folder else contextlib.nullcontext():
+        return _save(signatures, output, **options)
+
+
+def _save(
     signatures,
     output,
     *,

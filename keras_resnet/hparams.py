@@ -23,7 +23,7 @@ import os
 import time
 import typing
 
-from keras_resnet import files, recipes
+from keras_resnet import files, flagfile, recipes
 
 EXPERIMENT_FILE = "events.out.tfevents.hparams-experiment"
 SESSION_FILE = "events.out.tfevents.hparams-session"
@@ -36,6 +36,8 @@ NO_FLAG = ("lr_decay_factor",)
 AUGMENTATION_AUTO = "auto"
 # The flag value that stands for None in flags that accept one (see trainers/common.py).
 NONE = "none"
+# flags.txt's first and last lines (keras_resnet/flagfile.py checks a given one ends).
+FLAGFILE_HEADER, FLAGFILE_END = flagfile.HEADER, flagfile.END
 
 
 def _train_config_class():
@@ -149,10 +151,8 @@ def flagfile_text(record, model_dir=None):
     """flags.txt for the run of `record`: every setting as --name=value, so that
     `--flagfile=flags.txt` rebuilds the same TrainConfig in any trainer."""
     values = flag_values(record)
-    lines = [
-        "# The settings of this run as trainer flags (written by keras_resnet at each start).",
-        "# Repeat it: python trainers/<trainer>.py --flagfile=flags.txt [--model_dir=NEW_FOLDER]",
-    ]
+    lines = [FLAGFILE_HEADER,
+             "# Repeat it: python trainers/<trainer>.py --flagfile=flags.txt [--model_dir=NEW_FOLDER]"]
     typed = typed_record(record.get("flags", record))
     for name in NO_FLAG:
         default = _field_default(name)
@@ -164,7 +164,7 @@ def flagfile_text(record, model_dir=None):
         if name == "augmentation" and value is None:
             value = AUGMENTATION_AUTO
         lines.append(f"--{name}={flag_text(value)}")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, FLAGFILE_END]) + "\n"
 
 
 def _field_default(name):

@@ -3,7 +3,9 @@
     <model_dir>/run.json               the run's facts (below), rewritten atomically at each start
     <model_dir>/flags.txt              its settings as trainer flags (--flagfile repeats the run)
     <model_dir>/result.json            the final numbers, written when the run finishes
-    <model_dir>/checkpoints/ckpt-N.*   tf.train.Checkpoint(model=..., optimizer=..., ...)
+    <model_dir>/checkpoints/ckpt-N.*   tf.train.Checkpoint(model=..., optimizer=..., ...), and
+                                   ckpt-N.manifest.json, its files' checksums (checkpoints.py)
+    <model_dir>/.lock                  held by the one process that writes the folder (run_lock.py)
     <model_dir>/train/, validation/    TensorBoard event files (test/ with --final_split=test)
     <model_dir>/events.out.tfevents.hparams-*   TensorBoard HParams (keras_resnet.hparams)
 
@@ -19,13 +21,15 @@ The trainer starts a run with `prepare` (run.json checked against a run already 
 folder, then written) and resumes it only if `check_same_run` agrees.
 """
 
-import json
 import os
 
 import tensorflow as tf
 
-from keras_resnet import hparams
+from keras_resnet import checkpoints, hparams
 from keras_resnet.files import (  # noqa: F401  (part of the run-folder API)
+    DamagedFile,
+    DiskFull,
+    read_json,
     write_bytes_atomically,
     write_json_atomically,
     write_text_atomically,
@@ -65,8 +69,9 @@ def read_run_config(model_dir):
             f"{path} not found: {model_dir} is not a keras_resnet training run "
             "(the trainer writes run.json when it starts)"
         )
-    with open(path) as f:
-        config = json.load(f)
+    config = read_json(path, f"it records the run's settings: restore it from a copy, or "
+                             f"remove it and run the trainer with --flagfile="
+                             f"{os.path.join(model_dir, FLAGS_FILE)} to write it again")  # fmt: skip
     missing = [key for key in REQUIRED_KEYS if key not in config]
     if missing:
         raise ValueError(f"{path} lacks the keys {missing}")
@@ -93,8 +98,8 @@ def read_result(model_dir):
     path = os.path.join(model_dir, RESULT_FILE)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path, "remove it: running the trainer again evaluates the run's last "
+                           "checkpoint and writes it anew")  # fmt: skip
 
 
 def build_model(config, classifier_activation=None):
@@ -114,10 +119,11 @@ def checkpoint_dir(model_dir):
 
 
 def latest_checkpoint(model_dir):
-    path = tf.train.latest_checkpoint(checkpoint_dir(model_dir))
-    if path is None:
+    """The newest checkpoint's path prefix (whole or not: restore_model checks it)."""
+    found = checkpoints.listed(checkpoint_dir(model_dir), unlisted=False)
+    if not found:
         raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(model_dir)}")
-    return path
+    return found[0]
 
 
 def restore_model(model_dir, checkpoint=None, classifier_activation=None):
@@ -127,10 +133,22 @@ def restore_model(model_dir, checkpoint=None, classifier_activation=None):
     optimizer state and counters in it are left alone.
     """
     config = read_run_config(model_dir)
-    model = build_model(config, classifier_activation=classifier_activation)
     path = checkpoint or latest_checkpoint(model_dir)
-    status = tf.train.Checkpoint(model=model).read(path)
-    status.expect_partial().assert_existing_objects_matched()
+    verdict, problem = checkpoints.inspect(path)  # a damaged checkpoint is refused, named
+    model = None if problem else build_model(config, classifier_activation=classifier_activation)
+    try:
+        if model is not None:
+            read = tf.train.Checkpoint(model=model).read(path)
+            read.expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, IndexError) as error:  # no manifest, and TensorFlow cannot read it
+        problem = f"checkpoint {path} cannot be read ({checkpoints.one_line(error)})"
+    if problem:
+        whole = checkpoints.newest_whole(os.path.dirname(path))
+        raise checkpoints.DamagedCheckpoint(
+            f"{problem}; "
+            + (f"the newest whole checkpoint of the run is {whole} (--checkpoint={whole})"
+               if whole and whole != path else "the run has no whole checkpoint")
+        )  # fmt: skip
     return model, config, path
 
 
@@ -160,7 +178,7 @@ def check_same_run(existing, config, log):
     defaults = dict(train_split="train", eval_split="validation")
     for key in ("model", "model_options", "dataset", "num_classes", "image_size", *defaults):
         if existing.get(key, defaults.get(key)) != config.get(key):
-            if not tf.train.latest_checkpoint(checkpoint_dir(config["model_dir"])):
+            if not checkpoints.listed(checkpoint_dir(config["model_dir"])):
                 log(f"{config['model_dir']} holds a run that never saved a checkpoint: replacing it")
                 return
             raise ValueError(

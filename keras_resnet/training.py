@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet import data as data_lib
-from keras_resnet import hparams, plan, runs
+from keras_resnet import checkpoints, hparams, plan, run_lock, runs
 from keras_resnet.models import canonical_name
 from keras_resnet.recipes import (  # noqa: F401  (TrainConfig and its fields' choices)
     EVAL_MODES,
@@ -507,7 +507,8 @@ class _State:
     """The model, the optimizer and the counters, in a checkpoint under `model_dir`: restored
     from its latest save if there is one."""
 
-    def __init__(self, config, run_config, strategy, steps_per_epoch, total_steps, log):
+    def __init__(self, config, run_config, strategy, steps_per_epoch, total_steps, log,
+                 on_damaged_checkpoint="previous"):  # fmt: skip
         previous_policy = keras.config.dtype_policy()
         keras.config.set_dtype_policy(config.mixed_precision)
         try:
@@ -528,11 +529,11 @@ class _State:
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               global_step=self.global_step, epoch=self.epoch)  # fmt: skip
         self.checkpoint_dir = runs.checkpoint_dir(config.model_dir)
-        latest = tf.train.latest_checkpoint(self.checkpoint_dir)
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            log(f"Resumed from {latest} at step {int(self.global_step.numpy())}")
         self.is_chief = strategy.extended.should_checkpoint
+        latest = checkpoints.restore_newest_whole(self.checkpoint, self.checkpoint_dir,
+                                                  on_damaged_checkpoint, self.is_chief, log)  # fmt: skip
+        if latest:
+            log(f"Resumed from {latest} at step {int(self.global_step.numpy())}")
         # Every worker takes part in saving; only the chief's files are kept.
         self.write_dir = self.checkpoint_dir if self.is_chief else os.path.join(
             config.model_dir, f".worker-{strategy.cluster_resolver.task_id}-checkpoints")  # fmt: skip
@@ -548,10 +549,12 @@ class _State:
         return tf.train.latest_checkpoint(self.checkpoint_dir) or "none yet"
 
     def save(self, step):
-        path = self.manager.save(checkpoint_number=step)
-        if not self.is_chief:
-            shutil.rmtree(self.write_dir, ignore_errors=True)
-        return path
+        """checkpoints.save: the files, then their manifest; on a full disk, nothing half-written."""
+        try:
+            return checkpoints.save(self.manager, step, self.is_chief)
+        finally:
+            if not self.is_chief:
+                shutil.rmtree(self.write_dir, ignore_errors=True)
 
 
 class _Steps:
@@ -839,7 +842,7 @@ def _dataset_info(config):
     return info, train_split, eval_split
 
 
-def train(config, strategy=None, log=print):
+def train(config, strategy=None, log=print, on_damaged_checkpoint="previous"):
     """Trains `config.model` under `strategy`; resumes from `config.model_dir` if it has a run.
 
     Returns a dict with the final step, train loss and errors, the evaluation split's errors
@@ -847,7 +850,9 @@ def train(config, strategy=None, log=print):
     (training alone: see _Throughput), the unreadable images per split, and
     `stopped_by_signal` (the signal number when SIGTERM/SIGINT ended the run early, else
     None). Raises TrainingDiverged on a non-finite loss or weights, leaving the last good
-    checkpoint in place, and data.DataError when the input cannot go on.
+    checkpoint in place, and data.DataError when the input cannot go on. The chief holds the
+    run folder's lock throughout (run_lock.RunFolderBusy if another process has it); a damaged
+    latest checkpoint is handled as on_damaged_checkpoint (checkpoints.ON_DAMAGED) says.
     """
     validate(config)
     strategy = strategy or tf.distribute.get_strategy()
@@ -858,6 +863,20 @@ def train(config, strategy=None, log=print):
     image_size = config.image_size or info.default_image_size
     steps_per_epoch = data_lib.batches_per_epoch(info.num_examples(train_split), config.batch_size)
     total_steps = config.train_steps or max(1, round(config.epochs * steps_per_epoch))
+    if on_damaged_checkpoint not in checkpoints.ON_DAMAGED:
+        raise ValueError(f"--on_damaged_checkpoint: must be one of {checkpoints.ON_DAMAGED}, "
+                         f"got {on_damaged_checkpoint!r}")  # fmt: skip
+    # One writer per run folder, from run.json to result.json: the chief's (the other workers
+    # write only their own temporary folders).
+    chief = strategy.extended.should_checkpoint
+    with run_lock.hold(config.model_dir, log=log) if chief else contextlib.nullcontext():
+        return _train(config, strategy, log, on_damaged_checkpoint, info, train_split,
+                      eval_split, image_size, steps_per_epoch, total_steps)  # fmt: skip
+
+
+def _train(config, strategy, log, on_damaged_checkpoint, info, train_split, eval_split,
+           image_size, steps_per_epoch, total_steps):  # fmt: skip
+    """train() once its checks are done and the run folder is its own."""
     run_config = runs.prepare(config, info, image_size, train_split, eval_split,
                               strategy.extended.should_checkpoint, log)  # fmt: skip
     if config.seed is not None:
@@ -866,7 +885,8 @@ def train(config, strategy=None, log=print):
     warning = _precision_warning(config.mixed_precision, _uses_accelerator(strategy))
     if warning:
         log(f"warning: {warning}")
-    state = _State(config, run_config, strategy, steps_per_epoch, total_steps, log)
+    state = _State(config, run_config, strategy, steps_per_epoch, total_steps, log,
+                   on_damaged_checkpoint)  # fmt: skip
     steps = _Steps(config, state, strategy, info.num_classes, jit)
     inputs = _Inputs(config, strategy, image_size, steps_per_epoch, train_split)
     writers = _summary_writers(config, strategy, eval_split)

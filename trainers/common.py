@@ -29,29 +29,35 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-def _import_recipes():
-    """keras_resnet.recipes, without running keras_resnet/__init__.py first when the package
-    is not imported yet (it imports Keras, hence TensorFlow: seconds, and its start-up lines
-    before import_quietly can hide them). The module is registered under its own name, so
-    the package's later imports of it find this one."""
-    name = "keras_resnet.recipes"
+def _import_light(module_name="recipes"):
+    """keras_resnet.<module_name> (one that needs only the standard library), without running
+    keras_resnet/__init__.py first when the package is not imported yet (it imports Keras,
+    hence TensorFlow: seconds, and its start-up lines before import_quietly can hide them).
+    The module is registered under its own name, so the package's later imports of it find
+    this one."""
+    name = f"keras_resnet.{module_name}"
     if name in sys.modules or "keras_resnet" in sys.modules:
         return importlib.import_module(name)
     spec = importlib.util.spec_from_file_location(
-        name, os.path.join(REPO, "keras_resnet", "recipes.py"))  # fmt: skip
+        name, os.path.join(REPO, "keras_resnet", f"{module_name}.py"))  # fmt: skip
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-recipes = _import_recipes()
+recipes = _import_light("recipes")
+run_lock = _import_light("run_lock")
+flagfile = _import_light("flagfile")
 
 FLAGS = flags.FLAGS
 
 MODEL_OPTION_FLAGS = ("shortcut", "stride_position", "bn_synchronized")
 # The flags that are no TrainConfig field: where to train and what else to write.
-RUN_FLAGS = ("strategy", "devices", "cpu_devices", "tpu", "result_file", "verbose")
+RUN_FLAGS = ("strategy", "devices", "cpu_devices", "tpu", "result_file", "verbose",
+             "on_damaged_checkpoint")  # fmt: skip
+# --on_damaged_checkpoint's choices (keras_resnet.checkpoints.ON_DAMAGED; a test checks).
+ON_DAMAGED = ("previous", "stop")
 # The pipelines' augmentations, plus "auto": the dataset's recipe (None).
 AUGMENTATION_AUTO = "auto"
 AUGMENTATIONS = (AUGMENTATION_AUTO, *recipes.AUGMENTATIONS)
@@ -260,6 +266,10 @@ def define_flags(flag_values=FLAGS, recipe=recipes.IMAGENET, exclude=()):
     number(int, "keep_checkpoints", 3, "Checkpoints to keep.")
     number(int, "checkpoint_every_steps", None,
            "Save every N steps too (none: at the end of every epoch).", optional=True)
+    define(flags.DEFINE_enum, "on_damaged_checkpoint", "previous", list(ON_DAMAGED),
+           "When the newest checkpoint fails its check at a resume: previous names it, moves "
+           "it to checkpoints/damaged/ and resumes from the newest whole one; stop exits with "
+           "that one-line error, leaving the checkpoints as they are.")
     number(int, "seed", None, "Random seed (weights, data order); none: a random one.",
            optional=True)
     define(flags.DEFINE_bool, "deterministic", False, "Deterministic input pipeline (slower).")
@@ -322,9 +332,20 @@ def _flag_error_line(error):
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
+def check_flagfiles(argv):
+    """Each run's flags.txt given to --flagfile must be whole (keras_resnet/flagfile.py)."""
+    for arg in argv[1:]:
+        name, _, path = arg.partition("=")
+        if name in ("--flagfile", "-flagfile") and os.path.isfile(path):  # absl names a missing one
+            problem = flagfile.problem(path)
+            if problem:
+                fail(problem)
+
+
 def parse_flags(argv):
     """The trainers' flags_parser for app.run: absl's parsing, with errors and stray arguments
     reported in one line (`error: --flag=value: what is accepted`) instead of absl's two."""
+    check_flagfiles(argv)
     try:
         rest = FLAGS(argv)
     except flags.Error as error:
@@ -413,8 +434,9 @@ def import_quietly(*modules, verbose=None):
     with _stderr_to_temporary_file() if quiet else contextlib.nullcontext():
         imported = [importlib.import_module(module) for module in modules]
     package = sys.modules.get("keras_resnet")
-    if package is not None and not hasattr(package, "recipes"):
-        package.recipes = recipes  # loaded before its package (_import_recipes)
+    for light in (recipes, run_lock, flagfile):  # loaded before their package (_import_light)
+        if package is not None and not hasattr(package, light.__name__.rsplit(".", 1)[1]):
+            setattr(package, light.__name__.rsplit(".", 1)[1], light)
     return imported
 
 
@@ -475,6 +497,11 @@ def run(argv, recipe, banner=None, log_prefix=""):
     settings = settings_from_flags(recipe)
     check_folder("model_dir", settings.get("model_dir"))
     check_output_file("result_file", FLAGS.result_file)
+    if FLAGS.strategy != "multi_worker":  # there only the chief takes the lock (in train)
+        try:  # at once, before TensorFlow starts; train() then holds the lock for the run
+            run_lock.check_free(settings["model_dir"])
+        except OSError as error:
+            fail(error)
     (training,) = import_quietly("keras_resnet.training")
     try:
         config = config_from_flags(training, recipe)
@@ -487,7 +514,8 @@ def run(argv, recipe, banner=None, log_prefix=""):
         # The strategy first: splitting the CPU must happen before TensorFlow touches a device.
         strategy = make_strategy(training)
         result = training.train(
-            config, strategy, log=lambda line: print(log_prefix + line, flush=True)
+            config, strategy, log=lambda line: print(log_prefix + line, flush=True),
+            on_damaged_checkpoint=FLAGS.on_damaged_checkpoint,
         )
     except (ValueError, FileNotFoundError, OSError) as error:
         fail(error)

@@ -70,7 +70,8 @@ def main(argv):
     for name, config in configs.items():
         try:
             result = training.train(
-                config, strategy, log=lambda line: print(f"[{name}] {line}", flush=True)
+                config, strategy, log=lambda line: print(f"[{name}] {line}", flush=True),
+                on_damaged_checkpoint=FLAGS.on_damaged_checkpoint,
             )
         except (ValueError, FileNotFoundError, OSError) as error:
             common.fail(f"{name}: {error}")

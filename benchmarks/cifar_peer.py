@@ -24,7 +24,6 @@ at"), and the last interval's error. Everything printed is also in OUTPUT/result
 """
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -203,7 +202,10 @@ def main(argv=None):
                              "torchvision, or pass --legs=ours")  # fmt: skip
     os.makedirs(args.output, exist_ok=True)
     results_path = os.path.join(args.output, "results.json")
-    results = _read_json(results_path) or {}
+    from keras_resnet import files
+
+    results = (files.read_json(results_path, "remove it to start the table anew")
+               if os.path.exists(results_path) else {})  # fmt: skip
     for seed in args.seeds:
         name = f"{args.model}-seed{seed}"
         folder = os.path.join(args.output, name)
@@ -216,22 +218,9 @@ def main(argv=None):
             else:
                 curves = run_peer(config, os.path.join(folder, "peer"), args.peer_classifier_init)
             entry[leg] = dict(curves, seconds=round(time.monotonic() - started))
-            _write_json(results_path, results)
+            files.write_json_atomically(results_path, results)
         print_seed(name, entry, args)
     print_summary(results, args)
-
-
-def _read_json(path):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path, content):
-    from keras_resnet import files
-
-    files.write_json_atomically(path, content)
 
 
 def _keyed(curve):

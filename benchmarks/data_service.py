@@ -37,7 +37,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 
-from input_pipeline import benchmark_files  # noqa: E402  (the benchmark's JPEGs)
+from input_pipeline import add_image_flags, benchmark_files  # noqa: E402  (its JPEGs, flags)
 
 from keras_resnet import data, recipes  # noqa: E402
 from keras_resnet.data import service  # noqa: E402
@@ -161,15 +161,7 @@ def measure_lost_worker(args, name, data_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=300, help="JPEG files to write")
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--augmentation", default="paper", choices=data.AUGMENTATIONS)
-    parser.add_argument("--lighting", action="store_true")
-    parser.add_argument("--source", default="tfrecord", choices=("folder", "tfrecord"))
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality (90: ~125 KB)")
-    parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
-    parser.add_argument("--repeats", type=int, default=5, help="alternating rounds")
+    add_image_flags(parser, source="tfrecord")
     parser.add_argument("--lost_worker", action="store_true",
                         help="measure what a worker killed mid-epoch loses, instead")
     args = parser.parse_args(argv)

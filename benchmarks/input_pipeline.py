@@ -154,19 +154,24 @@ def trace_ops(dataset, per_element, seconds, folder, top=10):
         print(f"  {ms / images:6.3f}  {name}")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_image_flags(parser, source="folder"):
+    """The flags of the benchmark's images and their pipeline, shared with data_service.py."""
     parser.add_argument("--images", type=int, default=300, help="JPEG files to write")
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--augmentation", default="paper", choices=data.AUGMENTATIONS)
     parser.add_argument("--lighting", action="store_true")
-    parser.add_argument("--source", default="folder", choices=("folder", "tfrecord"),
+    parser.add_argument("--source", default=source, choices=("folder", "tfrecord"),
                         help="read the JPEG files (folder) or the same images as TFRecords")
     parser.add_argument("--quality", type=int, default=90,
                         help="JPEG quality: 90 gives about 125 KB per file, 65 about 60 KB")
     parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_image_flags(parser)
     parser.add_argument("--trace", action="store_true",
                         help="then trace the pipeline for --seconds and list its ops by type")
     args = parser.parse_args(argv)

@@ -18,6 +18,7 @@ host") says how many workers a GPU needs and how to start them on other machines
 """
 
 import argparse
+import faulthandler
 import os
 import queue
 import re
@@ -64,13 +65,15 @@ STOP_SECONDS = 10.0
 
 
 def _stop(server, what):
-    """server.stop(), bounded: a worker with tasks still running (an endless training job
-    whose trainer went away, say) can take minutes to stop; a stop on SIGTERM should not."""
+    """server.stop(), bounded: a stop on SIGTERM should not wait for minutes."""
+    # The join below needs the GIL back, which a stop() that keeps it would never give:
+    # faulthandler's own thread ends the process then (exit status 1, the stacks on stderr).
+    faulthandler.dump_traceback_later(2 * STOP_SECONDS, exit=True)
     stopper = threading.Thread(target=server.stop, daemon=True)
     stopper.start()
     stopper.join(STOP_SECONDS)
     if stopper.is_alive():
-        _log(f"{what} did not stop within {STOP_SECONDS:.0f} s (jobs still running): exiting")
+        _log(f"{what} did not stop within {STOP_SECONDS:.0f} s: exiting")
         sys.stdout.flush()
         os._exit(0)
 
@@ -125,8 +128,11 @@ def run_worker(dispatcher, port=0, worker_address=None):
     _log(f"worker listening on port {bound}, reached as {host}:{bound}, serving dispatcher "
          f"{dispatcher}")  # fmt: skip
     name = _wait_for_signal()
-    _stop(server, f"worker {host}:{bound}")
+    # A worker keeps no state, so exiting is its clean stop. WorkerServer.stop() would wait
+    # for the tasks of jobs whose trainers went away, for minutes, holding the GIL.
     _log(f"worker {host}:{bound} stopped ({name})")
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def free_port():

@@ -70,7 +70,8 @@ def first_losses(model_dir, seed, steps=20):
     return [loss for _, loss in scalars["loss"]]
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+# Seed 0 is the one that stalled; seed 1 (slow, -m slow) shows it is not a lucky draw.
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_resnet56_first_steps_at_rate_point_one_blow_up_less_and_recover(tmp_path, seed):
     # Measured on these images, seeds 0-3: before the fix 7.5-9.5 over the first 10 steps and
     # 3.3-3.8 over the next 10; after it 4.8-6.1 and 2.5-3.3 (seeds 0 and 1: 2.5 and 2.6).

@@ -6,7 +6,7 @@ networks of He et al. 2016, in Keras 3 (any backend: TensorFlow, JAX, PyTorch).
     model = keras_resnet.build("plain56")
     model = keras_resnet.PreAct164()
 
-    model = keras_resnet.ResNet50(weights="resnet50.safetensors")   # torchvision's weights
+    model = keras_resnet.ResNet50(weights="imagenet")   # torchvision's, fetched once, cached
     keras_resnet.decode_predictions(model(keras_resnet.preprocess_input(images_0_255)))
 
 This package and its modules architectures, blocks, models, pretrained, convert, imagenet and

@@ -143,18 +143,22 @@ def resnet(
         choice for the depth: A for basic-block nets, B for bottleneck nets.
       stride_position: "1x1" (the papers) or "3x3" ("v1.5") for bottleneck nets; None takes
         "1x1".
-    With `weights` a torchvision/timm checkpoint (.safetensors, .pth, .pt), shortcut and
-    stride_position left at None take torchvision's layout instead: "B" and "3x3".
+    With `weights` a torchvision/timm checkpoint (.safetensors, .pth, .pt) or "imagenet"
+    (the published ImageNet weights, fetched once and cached; see keras_resnet.weights),
+    shortcut and stride_position left at None take torchvision's layout instead: "B" and
+    "3x3"; "imagenet" refuses them set otherwise.
       bn_epsilon, bn_momentum: BatchNormalization settings (Caffe/PyTorch defaults).
       bn_synchronized: BN statistics over all replicas' batches (TensorFlow backend only).
     """
-    family = family_of(depth)
+    family, kind = family_of(depth), default_name(depth, residual, preactivation)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    shortcut, stride_position = weight_files.layout(depth, weights, shortcut, stride_position)
     classes = family.classes if classes is None else classes
     if include_top and (not isinstance(classes, int) or classes < 1):
         raise ValueError(f"classes must be a positive integer, got {classes!r}")
+    weight_files.check_imagenet(kind, weights, include_top, classes, classifier_activation,
+                                bn_epsilon)  # fmt: skip
+    shortcut, stride_position = weight_files.layout(depth, weights, shortcut, stride_position)
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(
             "keras_resnet models need keras.config.image_data_format() == 'channels_last'"
@@ -187,8 +191,8 @@ def resnet(
     # Keras walks the functional graph recursively (here and when saving or loading), about
     # 10 frames per block layer: ResNet-1202 needs more than Python's default of 1000.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 12 * depth * 6))
-    model = keras.Model(inputs, x, name=name or default_name(depth, residual, preactivation))
-    weight_files.load(model, weights)
+    model = keras.Model(inputs, x, name=name or kind)
+    weight_files.load(model, weights, kind)
     return model
 
 

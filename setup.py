@@ -10,6 +10,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_resnet", "keras_resnet.*"]),
+    # The ImageNet class names behind keras_resnet.decode_predictions.
+    package_data={"keras_resnet": ["imagenet_classes.txt"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<3",

@@ -6,13 +6,17 @@ networks of He et al. 2016, in Keras 3 (any backend: TensorFlow, JAX, PyTorch).
     model = keras_resnet.build("plain56")
     model = keras_resnet.PreAct164()
 
-This package and its modules architectures, blocks, models, pretrained, convert and summary
-use keras.layers / keras.ops only. The submodules imported on use are TensorFlow code:
+    model = keras_resnet.ResNet50(weights="imagenet")   # torchvision's, fetched once, cached
+    keras_resnet.decode_predictions(model(keras_resnet.preprocess_input(images_0_255)))
+
+This package and its modules architectures, blocks, models, pretrained, convert, imagenet and
+summary use keras.layers / keras.ops only. The submodules imported on use are TensorFlow code:
 data (tf.data pipelines), training (the distributed loop), runs (the run-folder contract),
 plot (plain-vs-residual figures and tables), export (SavedModels for serving).
 """
 
 from keras_resnet.blocks import NegInfPadding2D, ZeroPadShortcut, block
+from keras_resnet.imagenet import decode_predictions, preprocess_input
 from keras_resnet.models import (
     DEPTHS,
     MODELS,

@@ -1,7 +1,9 @@
 """The family's tables: every fact about its shapes and layouts, written once.
 
 A leaf module (it imports nothing from keras_resnet, nor keras): `models` builds networks from
-these tables, `pretrained` reads checkpoints against them, `summary` prints them.
+these tables, `pretrained` reads checkpoints against them, `summary` prints them; the ImageNet
+input statistics live here too, for `data.spec` and `imagenet` alike (neither imports the
+other: `data` is TensorFlow code, `imagenet` is not).
 
     2015 paper  He et al., "Deep Residual Learning for Image Recognition" (arXiv:1512.03385)
     2016 paper  He et al., "Identity Mappings in Deep Residual Networks" (arXiv:1603.05027)
@@ -21,6 +23,11 @@ IMAGENET_SPECS = {
     152: Spec(True, (3, 8, 36, 3)),
 }
 IMAGENET_FILTERS = (64, 128, 256, 512)
+# The ImageNet input statistics, per RGB channel on the 0..255 scale (the input is
+# (image - mean) / std): torchvision's (and timm's), (0.485, 0.456, 0.406) and
+# (0.229, 0.224, 0.225) times 255. keras_resnet.data.spec's InputSpec defaults take them.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 
 # CIFAR-10. Stem: one 3x3 conv with 16 filters; three stages on 32x32, 16x16, 8x8 maps.
 # 6n+2 basic nets: the 2015 paper's section 4.2 (n = 3, 5, 7, 9, 18, 200). 9n+2 bottleneck nets:

@@ -11,26 +11,23 @@ the 2016 paper's full pre-activation units (`PreAct*`): BN and ReLU before each 
 clean identity path, and one more BN-ReLU after the last addition, before the pooling.
 """
 
-import os
 import re
 import sys
 
 import keras
 from keras import layers
 
-from keras_resnet import pretrained
+from keras_resnet import weights as weight_files
 from keras_resnet.architectures import (  # noqa: F401  (IMAGENET_*, CIFAR_*: public here too)
     CIFAR_FILTERS,
     CIFAR_SPECS,
     IMAGENET,
     IMAGENET_FILTERS,
     IMAGENET_SPECS,
-    TORCH_SUFFIXES,
-    TORCHVISION_OPTIONS,
     default_shortcut,
     family_of,
 )
-from keras_resnet.blocks import NegInfPadding2D, batch_norm, block, check_options, conv, conv_bn
+from keras_resnet.blocks import NegInfPadding2D, batch_norm, block, conv, conv_bn
 
 
 def _check_input_shape(input_shape, min_size):
@@ -44,41 +41,6 @@ def _check_input_shape(input_shape, min_size):
                 f"input_shape {tuple(input_shape)} is too small: height and width must be at "
                 f"least {min_size} for this network"
             )
-
-
-
-
-def _is_torch_checkpoint(weights):
-    return isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith(TORCH_SUFFIXES)
-
-
-def load_weights(model, weights):
-    """Loads `weights`: None, a Keras weights file of the same architecture, or a torchvision
-    or timm checkpoint (.safetensors, .pth, .pt; see keras_resnet.pretrained)."""
-    if weights is None:
-        return
-    if not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(f"weights must be None or a path to a weights file, got {weights!r}")
-    path = os.fspath(weights)
-    if path == "imagenet":
-        raise ValueError(
-            "weights='imagenet' is not available: keras_resnet ships no pretrained weights. "
-            "Pass weights=None, the path of a weights file saved from the same architecture, "
-            "or a torchvision/timm ImageNet checkpoint (.safetensors, .pth; see "
-            "keras_resnet.pretrained)."
-        )
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.endswith(TORCH_SUFFIXES):
-        pretrained.load_torch_weights(model, path)
-        return
-    if not path.endswith((".weights.h5", ".keras")):
-        raise ValueError(
-            f"weights file {path} has an unsupported format: expected a '.weights.h5' or "
-            "'.keras' file saved from the same architecture, or a torchvision/timm checkpoint "
-            f"({', '.join(TORCH_SUFFIXES)})"
-        )
-    model.load_weights(path)
 
 
 def _inputs(family, include_top, input_tensor, input_shape):
@@ -97,19 +59,6 @@ def _inputs(family, include_top, input_tensor, input_shape):
     if keras.backend.is_keras_tensor(input_tensor):
         return input_tensor
     return layers.Input(tensor=input_tensor, shape=input_shape, name="input")
-
-
-def _layout(depth, weights, shortcut, stride_position):
-    """shortcut and stride_position, None replaced by the default: the papers' for the depth,
-    or torchvision's layout for a torchvision/timm checkpoint."""
-    if _is_torch_checkpoint(weights):
-        shortcut = TORCHVISION_OPTIONS["shortcut"] if shortcut is None else shortcut
-        if stride_position is None:
-            stride_position = TORCHVISION_OPTIONS["stride_position"]
-    shortcut = default_shortcut(depth) if shortcut is None else shortcut
-    stride_position = "1x1" if stride_position is None else stride_position
-    check_options(shortcut, stride_position)
-    return shortcut, stride_position
 
 
 def _stem(inputs, family, preactivation, bn):
@@ -194,18 +143,22 @@ def resnet(
         choice for the depth: A for basic-block nets, B for bottleneck nets.
       stride_position: "1x1" (the papers) or "3x3" ("v1.5") for bottleneck nets; None takes
         "1x1".
-    With `weights` a torchvision/timm checkpoint (.safetensors, .pth, .pt), shortcut and
-    stride_position left at None take torchvision's layout instead: "B" and "3x3".
+    With `weights` a torchvision/timm checkpoint (.safetensors, .pth, .pt) or "imagenet"
+    (the published ImageNet weights, fetched once and cached; see keras_resnet.weights),
+    shortcut and stride_position left at None take torchvision's layout instead: "B" and
+    "3x3"; "imagenet" refuses them set otherwise.
       bn_epsilon, bn_momentum: BatchNormalization settings (Caffe/PyTorch defaults).
       bn_synchronized: BN statistics over all replicas' batches (TensorFlow backend only).
     """
-    family = family_of(depth)
+    family, kind = family_of(depth), default_name(depth, residual, preactivation)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    shortcut, stride_position = _layout(depth, weights, shortcut, stride_position)
     classes = family.classes if classes is None else classes
     if include_top and (not isinstance(classes, int) or classes < 1):
         raise ValueError(f"classes must be a positive integer, got {classes!r}")
+    weight_files.check_imagenet(kind, weights, include_top, classes, classifier_activation,
+                                bn_epsilon)  # fmt: skip
+    shortcut, stride_position = weight_files.layout(depth, weights, shortcut, stride_position)
     if keras.config.image_data_format() != "channels_last":
         raise ValueError(
             "keras_resnet models need keras.config.image_data_format() == 'channels_last'"
@@ -238,8 +191,8 @@ def resnet(
     # Keras walks the functional graph recursively (here and when saving or loading), about
     # 10 frames per block layer: ResNet-1202 needs more than Python's default of 1000.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 12 * depth * 6))
-    model = keras.Model(inputs, x, name=name or default_name(depth, residual, preactivation))
-    load_weights(model, weights)
+    model = keras.Model(inputs, x, name=name or kind)
+    weight_files.load(model, weights, kind)
     return model
 
 

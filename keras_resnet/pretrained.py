@@ -41,7 +41,9 @@ import re
 import numpy as np
 
 from keras_resnet.architectures import (  # noqa: F401  (TORCHVISION_OPTIONS: public here too)
+    IMAGENET_MEAN,
     IMAGENET_SPECS,
+    IMAGENET_STD,
     TORCH_SUFFIXES,
     TORCHVISION_BN_EPSILON,
     TORCHVISION_OPTIONS,
@@ -49,8 +51,8 @@ from keras_resnet.architectures import (  # noqa: F401  (TORCHVISION_OPTIONS: pu
 
 # torchvision's ImageNet normalisation, per RGB channel on the 0..255 scale:
 # 255 * (0.485, 0.456, 0.406) and 255 * (0.229, 0.224, 0.225).
-TORCHVISION_MEAN = (123.675, 116.28, 103.53)
-TORCHVISION_STD = (58.395, 57.12, 57.375)
+TORCHVISION_MEAN = IMAGENET_MEAN
+TORCHVISION_STD = IMAGENET_STD
 # timm's resnetv2 weights: mean and std 0.5 on the 0..1 scale (their model cards' config).
 TIMM_PREACT_MEAN = (127.5, 127.5, 127.5)
 TIMM_PREACT_STD = (127.5, 127.5, 127.5)

@@ -15,9 +15,10 @@ evaluation keeps (224/256 for ImageNet-like sets; 1 for CIFAR, whose images are 
 import dataclasses
 
 # Per-channel RGB statistics on the 0..255 scale. ImageNet's are torchvision's (and timm's):
-# (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225) times 255.
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
+# (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225) times 255, kept in keras_resnet.architectures
+# beside the models, whose ImageNet weights expect them (keras_resnet.preprocess_input).
+from keras_resnet.architectures import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (public here)
+
 # Over the 50,000 CIFAR-10 training images (the usual 0.4914, 0.4822, 0.4465 and
 # 0.2470, 0.2435, 0.2616 times 255). The JPEG re-encoding in cifar10-jpg.tar.gz shifts them a
 # little (measured: mean 124.14, 122.96, 112.57; std 62.50, 61.85, 66.43): the same numbers

@@ -21,6 +21,9 @@ import pytest
 import tensorflow as tf
 
 from keras_resnet import runs, training
+from keras_resnet.training.inputs import Inputs
+from keras_resnet.training.loop import finite_or_none
+from keras_resnet.training.strategy import precision_warning
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_TRAINER = os.path.join(REPO, "trainers", "cifar10.py")
@@ -565,7 +568,7 @@ def test_every_batch_a_step_sees_is_full(tmp_path):
     data_dir = write_tfrecord_dataset(str(tmp_path / "data"), 7, num_train=21)
     config = tiny_config(tmp_path / "run", dataset="imagenet_tfrecord", data_dir=data_dir,
                          batch_size=4, train_steps=None, epochs=2)  # fmt: skip
-    inputs = training._Inputs(config, tf.distribute.get_strategy(), 32, 5, "train")
+    inputs = Inputs(config, tf.distribute.get_strategy(), 32, 5, "train")
     assert [int(labels.shape[0]) for _, labels in inputs("train", True, epoch=0)] == [4] * 5
     batches = [labels.numpy() for _, labels in inputs("validation", False).take(4)]
     assert all(len(b) == 4 for b in batches)  # 7 examples, then padding: forever
@@ -606,8 +609,7 @@ def test_all_validation_images_unreadable_is_an_error_and_result_json_stays_vali
         training.train(tiny_config(tmp_path / "run", dataset="cifar10_folder", data_dir=data_dir,
                                    batch_size=4, train_steps=3))  # fmt: skip
     assert not os.path.exists(tmp_path / "run" / "result.json")
-    assert training._finite_or_none({"a": float("nan"), "b": {"c": 1.0}}) == {"a": None,
-                                                                              "b": {"c": 1.0}}
+    assert finite_or_none({"a": float("nan"), "b": {"c": 1.0}}) == {"a": None, "b": {"c": 1.0}}
 
 
 def test_skipped_images_are_counted_once_per_file_and_split(tmp_path):
@@ -661,7 +663,7 @@ def test_sigterm_ends_a_run_whose_input_pipeline_is_stuck(tmp_path):
 
 
 def test_slow_precisions_on_a_cpu_are_named_before_training():
-    warn = training._precision_warning
+    warn = precision_warning
     assert warn("float32", False) is None and warn("mixed_float16", True) is None
     assert "100x slower than float32" in warn("mixed_float16", False, set())
     assert "emulated" in warn("mixed_bfloat16", False, {"avx2"})

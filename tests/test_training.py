@@ -150,6 +150,25 @@ def test_weight_decay_is_the_papers_coupled_l2_on_kernels_only():
         np.testing.assert_allclose(gradient, 1e-4 * np.asarray(variable), rtol=1e-5, atol=1e-12)
 
 
+def test_train_loss_is_the_global_batch_mean_plus_the_decay_shared_by_replicas():
+    # What the steps differentiate and what benchmarks/train_throughput.py gives model.fit.
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(8, 5)), tf.bfloat16)  # a mixed-precision head's
+    labels = tf.constant(rng.integers(0, 5, 8))
+    kernels = [tf.Variable(rng.normal(size=(3, 5)).astype(np.float32))]
+    mean = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels, tf.cast(logits, tf.float32)))  # fmt: skip
+    decay = training.weight_decay_loss(kernels, 1e-2)
+    loss, per_example = training.train_loss(logits, labels, 5, 8, kernels=kernels,
+                                            weight_decay=1e-2)  # fmt: skip
+    assert loss.dtype == tf.float32 and per_example.shape == (8,)
+    assert float(loss) == pytest.approx(float(mean + decay), rel=1e-6)
+    # Two replicas of 4: their losses sum to the same total, so the summed gradients do too.
+    halves = [training.train_loss(logits[i:i + 4], labels[i:i + 4], 5, 8, kernels=kernels,
+                                  weight_decay=1e-2, replicas=2)[0] for i in (0, 4)]  # fmt: skip
+    assert float(sum(halves)) == pytest.approx(float(loss), rel=1e-6)
+
+
 def test_mixed_bfloat16_trains_on_cpu(tmp_path):
     result = training.train(tiny_config(tmp_path, mixed_precision="mixed_bfloat16", train_steps=10))
     assert result["steps"] == 10 and np.isfinite(result["train"]["loss"])

@@ -31,7 +31,7 @@ from keras_resnet.training.checks import MAX_IMAGE_SIZE, validate
 from keras_resnet.training.loop import TrainingDiverged, train
 from keras_resnet.training.schedule import PaperSchedule, make_schedule
 from keras_resnet.training.state import weights_sha256
-from keras_resnet.training.steps import decayed_variables, weight_decay_loss
+from keras_resnet.training.steps import decayed_variables, train_loss, weight_decay_loss
 from keras_resnet.training.strategy import cpu_info, make_strategy
 
 __all__ = [
@@ -42,6 +42,6 @@ __all__ = [
     "train", "TrainingDiverged",
     "make_strategy", "cpu_info",
     "PaperSchedule", "make_schedule",
-    "decayed_variables", "weight_decay_loss",
+    "decayed_variables", "weight_decay_loss", "train_loss",
     "weights_sha256",
 ]  # fmt: skip

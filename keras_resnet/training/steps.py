@@ -1,5 +1,16 @@
-"""The compiled steps of a run: training (SGD with the paper's coupled weight decay),
-evaluation, BN statistics averaging and the finiteness check before a save."""
+"""The maths of a training step and the compiled steps built from it.
+
+The loss, the weight decay and the per-replica steps are module-level functions, so that a
+benchmark or a study can use the trainer's own (benchmarks/train_throughput.py gives model.fit
+`train_loss` and times the input pipeline under `multi_step`); `Steps` assembles them for a
+run under its strategy. The inner functions keep the names that profiles show them by
+(`_train_steps`, `_replica_train_step`, `_eval_step`, `_replica_eval_step`);
+benchmarks/trace_summary.py finds the training calls by `_train_steps`.
+
+Every replica step asserts that its batch is full: the pipelines guarantee it (training drops
+an epoch's last partial batch, evaluation pads), and an empty or short batch would otherwise
+give silently wrong numbers or fail inside a kernel.
+"""
 
 import keras
 import tensorflow as tf
@@ -18,79 +29,85 @@ def weight_decay_loss(variables, weight_decay):
     return 0.5 * weight_decay * squares
 
 
-class Steps:
-    """The compiled steps: training (SGD with the paper's coupled weight decay), evaluation
-    (padding examples weigh 0), BN statistics averaging, and the finiteness check.
+def train_loss(logits, labels, num_classes, global_batch, label_smoothing=0.0, kernels=(),
+               weight_decay=0.0, replicas=1):  # fmt: skip
+    """(the loss one replica differentiates, its examples' cross-entropy), in float32.
 
-    Every replica step asserts that its batch is full: the pipelines guarantee it (training
-    drops an epoch's last partial batch, evaluation pads), and an empty or short batch would
-    otherwise give silently wrong numbers or fail inside a kernel."""
+    The cross-entropy is summed over the replica's examples and divided by the global batch,
+    and each replica adds 1/replicas of the decay of `kernels`: gradients are summed over
+    replicas, so the total is the gradient of the global batch's mean loss plus the decay.
+    """
+    logits = tf.cast(logits, tf.float32)
+    one_hot = tf.one_hot(tf.cast(labels, tf.int32), num_classes)
+    per_example = keras.losses.categorical_crossentropy(
+        one_hot, logits, from_logits=True, label_smoothing=label_smoothing)  # fmt: skip
+    loss = tf.reduce_sum(per_example) / global_batch
+    if weight_decay:
+        loss += weight_decay_loss(kernels, weight_decay) / replicas
+    return loss, per_example
 
-    def __init__(self, config, state, strategy, num_classes, jit):
-        self.strategy = strategy
-        self.state = state
-        self.replicas = strategy.num_replicas_in_sync
-        self.per_replica_batch = config.batch_size // self.replicas
-        self.num_classes = num_classes
-        self.global_batch = config.batch_size
-        self.weight_decay = config.weight_decay
-        self.smoothing = config.label_smoothing
-        self.kernels = decayed_variables(state.model)
-        with strategy.scope():
-            self.train_totals, self.eval_totals = Totals(strategy), Totals(strategy)
-        step_fn = self._replica_train_step
-        self._step_fn = tf.function(step_fn, jit_compile=True) if jit else step_fn
-        self.train_steps = tf.function(self._train_steps)
-        self.eval_step = tf.function(self._eval_step, reduce_retracing=True)
-        self.moving_statistics = [v for v in state.model.non_trainable_variables
-                                  if "moving_" in v.path]  # fmt: skip
-        self.average_moving_statistics = tf.function(self._average_moving_statistics)
-        self.checked = [v for v in [*state.model.weights, *state.optimizer.variables]
-                        if "float" in str(v.dtype)]  # fmt: skip
-        self.non_finite = tf.function(self._non_finite)
 
-    def _full_batch(self, labels):
-        return tf.debugging.assert_equal(
-            tf.shape(labels)[0], self.per_replica_batch,
-            message=f"a replica got a batch of another size than {self.per_replica_batch}")  # fmt: skip
+def assert_full_batch(labels, per_replica_batch):
+    """The op that fails a step whose replica got another batch size (see the docstring)."""
+    return tf.debugging.assert_equal(
+        tf.shape(labels)[0], per_replica_batch,
+        message=f"a replica got a batch of another size than {per_replica_batch}")  # fmt: skip
 
-    def _replica_train_step(self, images, labels):
-        model, optimizer = self.state.model, self.state.optimizer
-        with tf.control_dependencies([self._full_batch(labels)]):
+
+def replica_train_step(model, optimizer, totals, num_classes, global_batch, replicas,
+                       label_smoothing=0.0, weight_decay=0.0):  # fmt: skip
+    """One replica's SGD step on its batch (images, labels), adding its loss and hits to
+    `totals`: the function that strategy.run calls."""
+    per_replica_batch = global_batch // replicas
+    kernels = decayed_variables(model)
+
+    def _replica_train_step(images, labels):
+        with tf.control_dependencies([assert_full_batch(labels, per_replica_batch)]):
             images = tf.identity(images)
         with tf.GradientTape() as tape:
             logits = tf.cast(model(images, training=True), tf.float32)
-            one_hot = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)
-            per_example = keras.losses.categorical_crossentropy(
-                one_hot, logits, from_logits=True, label_smoothing=self.smoothing)  # fmt: skip
-            loss = tf.reduce_sum(per_example) / self.global_batch
-            if self.weight_decay:
-                # Gradients are summed over replicas, so each adds its share of the decay.
-                loss += weight_decay_loss(self.kernels, self.weight_decay) / self.replicas
+            loss, per_example = train_loss(logits, labels, num_classes, global_batch,
+                                           label_smoothing, kernels, weight_decay,
+                                           replicas)  # fmt: skip
             scaled = optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         weights = tf.ones_like(labels, tf.float32)
-        self.train_totals.add(tf.reduce_sum(per_example), *correct(logits, labels, weights),
-                              tf.size(labels))  # fmt: skip
+        totals.add(tf.reduce_sum(per_example), *correct(logits, labels, weights), tf.size(labels))
 
-    def _train_steps(self, iterator, steps):
-        for _ in tf.range(steps):
+    return _replica_train_step
+
+
+def multi_step(strategy, replica_step, counter=None):
+    """A tf.function(iterator, count) that runs `replica_step` on `count` batches of `iterator`
+    under `strategy.run` in one call (--steps_per_execution: fewer returns to Python), and adds
+    `count` to the int64 variable `counter` where one is given."""
+
+    def _train_steps(iterator, count):
+        for _ in tf.range(count):
             images, labels = next(iterator)
-            self.strategy.run(self._step_fn, args=(images, labels))
-        self.state.global_step.assign_add(tf.cast(steps, tf.int64))
+            strategy.run(replica_step, args=(images, labels))
+        if counter is not None:
+            counter.assign_add(tf.cast(count, tf.int64))
 
-    def _replica_eval_step(self, images, labels):
-        model = self.state.model
-        with tf.control_dependencies([self._full_batch(labels)]):
-            weights = tf.cast(labels >= 0, tf.float32)  # PADDING_LABEL examples weigh 0
+    return tf.function(_train_steps)
+
+
+def replica_eval_step(model, totals, num_classes, per_replica_batch):
+    """One replica's evaluation of its batch, adding loss and hits to `totals`; returns its
+    number of real examples. Labels below 0 are padding (data.PADDING_LABEL) and weigh 0; a
+    rank-5 batch (batch, crops, H, W, 3) is scored by its crops' mean softmax."""
+
+    def _replica_eval_step(images, labels):
+        with tf.control_dependencies([assert_full_batch(labels, per_replica_batch)]):
+            weights = tf.cast(labels >= 0, tf.float32)
             labels = tf.maximum(tf.cast(labels, tf.int32), 0)
-        if images.shape.rank == 5:  # (batch, crops, H, W, 3): average the crops' softmax
+        if images.shape.rank == 5:
             crops = tf.shape(images)[1]
             flat = tf.reshape(images, tf.concat([[-1], tf.shape(images)[2:]], 0))
             logits = tf.cast(model(flat, training=False), tf.float32)
             probabilities = tf.reduce_mean(
-                tf.reshape(tf.nn.softmax(logits), [-1, crops, self.num_classes]), axis=1)  # fmt: skip
+                tf.reshape(tf.nn.softmax(logits), [-1, crops, num_classes]), axis=1)  # fmt: skip
             picked = tf.gather(probabilities, labels, batch_dims=1)
             per_example = -tf.math.log(tf.maximum(picked, 1e-12))
             scores = probabilities
@@ -98,14 +115,46 @@ class Steps:
             scores = tf.cast(model(images, training=False), tf.float32)
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, scores)
         count = tf.reduce_sum(weights)
-        self.eval_totals.add(tf.reduce_sum(per_example * weights),
-                             *correct(scores, labels, weights), count)  # fmt: skip
+        totals.add(tf.reduce_sum(per_example * weights), *correct(scores, labels, weights), count)
         return count
 
-    def _eval_step(self, images, labels):
-        """Returns the number of real (not padding) examples in the global batch."""
-        counts = self.strategy.run(self._replica_eval_step, args=(images, labels))
-        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, counts, axis=None)
+    return _replica_eval_step
+
+
+def eval_step(strategy, replica_step):
+    """A tf.function(images, labels) that evaluates a global batch on every replica and returns
+    its number of real (not padding) examples: 0 once the padded pass is over."""
+
+    def _eval_step(images, labels):
+        counts = strategy.run(replica_step, args=(images, labels))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, counts, axis=None)
+
+    return tf.function(_eval_step, reduce_retracing=True)
+
+
+class Steps:
+    """A run's compiled steps: training (SGD with the paper's coupled weight decay, XLA where
+    `jit`), evaluation, BN statistics averaging, and the finiteness check before a save."""
+
+    def __init__(self, config, state, strategy, num_classes, jit):
+        self.strategy = strategy
+        self.replicas = strategy.num_replicas_in_sync
+        with strategy.scope():
+            self.train_totals, self.eval_totals = Totals(strategy), Totals(strategy)
+        train = replica_train_step(state.model, state.optimizer, self.train_totals, num_classes,
+                                   config.batch_size, self.replicas, config.label_smoothing,
+                                   config.weight_decay)  # fmt: skip
+        train = tf.function(train, jit_compile=True) if jit else train
+        self.train_steps = multi_step(strategy, train, counter=state.global_step)
+        evaluate = replica_eval_step(state.model, self.eval_totals, num_classes,
+                                     config.batch_size // self.replicas)  # fmt: skip
+        self.eval_step = eval_step(strategy, evaluate)
+        self.moving_statistics = [v for v in state.model.non_trainable_variables
+                                  if "moving_" in v.path]  # fmt: skip
+        self.average_moving_statistics = tf.function(self._average_moving_statistics)
+        self.checked = [v for v in [*state.model.weights, *state.optimizer.variables]
+                        if "float" in str(v.dtype)]  # fmt: skip
+        self.non_finite = tf.function(self._non_finite)
 
     def _average_moving_statistics(self):
         # Each replica's BN keeps its own moving statistics (per-GPU BN, as in the paper);

@@ -64,8 +64,8 @@ class Evaluator:
                 f"({names}{', ...' if self.skipped.value() > 3 else ''})")  # fmt: skip
         suffix = mode_suffix(eval_mode)
         write_scalars(self.writer, step, **{f"loss{suffix}": loss, f"top1_error{suffix}": top1,
-                                             f"top5_error{suffix}": top5,
-                                             f"examples{suffix}": float(count)})  # fmt: skip
+                                            f"top5_error{suffix}": top5,
+                                            f"examples{suffix}": float(count)})  # fmt: skip
         self.log(
             f"{self.split}{suffix} step {step}: loss {loss:.4f}  top-1 error {100 * top1:.2f}%  "
             f"top-5 error {100 * top5:.2f}%  ({count} images)"

@@ -72,7 +72,7 @@ def _train(config, strategy, log, on_damaged_checkpoint, info, train_split, eval
     if warning:
         log(f"warning: {warning}")
     state = State(config, run_config, strategy, steps_per_epoch, total_steps, log,
-                   on_damaged_checkpoint)  # fmt: skip
+                  on_damaged_checkpoint)  # fmt: skip
     steps = Steps(config, state, strategy, info.num_classes, jit)
     inputs = Inputs(config, strategy, image_size, steps_per_epoch, train_split)
     writers = summary_writers(config, strategy, eval_split)
@@ -92,11 +92,11 @@ def _train(config, strategy, log, on_damaged_checkpoint, info, train_split, eval
     own_signals = () if state.preemption is not None else (signal.SIGTERM, signal.SIGINT)
     with SignalFlag(own_signals, log) as signals, inputs.serving():
         evaluator = Evaluator(steps, inputs, eval_split, info.num_examples(eval_split),
-                               writers[1], log, inputs.counter(eval_split),
-                               lambda: signals.received is not None)  # fmt: skip
+                              writers[1], log, inputs.counter(eval_split),
+                              lambda: signals.received is not None)  # fmt: skip
         loop = Loop(config, state, steps, inputs, evaluator, writers[0], signals, log,
-                     steps_per_epoch, total_steps, evaluating=config.evaluate
-                     and info.num_examples(eval_split) > 0)  # fmt: skip
+                    steps_per_epoch, total_steps, evaluating=config.evaluate
+                    and info.num_examples(eval_split) > 0)  # fmt: skip
         result = loop.run(step)
         return finish(config, state, steps, evaluator, inputs, result, log, signals)
 
@@ -118,7 +118,7 @@ class Loop:
                       eval_split=self.evaluator.split)  # fmt: skip
         throughput = Throughput(config.batch_size, step)
         profiler = Profiler(config.profile_steps, os.path.join(config.model_dir, "train"),
-                             self.state.is_chief)  # fmt: skip
+                            self.state.is_chief)  # fmt: skip
         self.start_step, self.start_time = step, time.monotonic()
         iterator = None
         with profiler:
@@ -197,7 +197,7 @@ class Loop:
         if count:
             result["train"] = dict(loss=loss, top1_error=top1, top5_error=top5)
             write_scalars(self.writer, step, learning_rate=learning_rate,
-                           images_per_second=rate, **result["train"])  # fmt: skip
+                          images_per_second=rate, **result["train"])  # fmt: skip
             done = step - self.start_step
             elapsed = time.monotonic() - self.start_time
             eta = elapsed / done * (self.total_steps - step) if done else None

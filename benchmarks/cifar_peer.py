@@ -106,13 +106,14 @@ def run_peer(config, folder, classifier_init):
     import tensorflow as tf
     import torch_cifar
     from keras_resnet import data as data_lib, training
+    from keras_resnet.training.inputs import Inputs, dataset_info
 
-    info, train_split, eval_split = training._dataset_info(config)
+    info, train_split, eval_split = dataset_info(config)
     steps_per_epoch = data_lib.batches_per_epoch(info.num_examples(train_split), config.batch_size)
     schedule = training.make_schedule(config, steps_per_epoch, config.train_steps)
     # The trainer's own streams: step s gets the batch the trainer's step s gets.
-    inputs = training._Inputs(config, tf.distribute.get_strategy(), info.default_image_size,
-                              steps_per_epoch, train_split)  # fmt: skip
+    inputs = Inputs(config, tf.distribute.get_strategy(), info.default_image_size,
+                    steps_per_epoch, train_split)  # fmt: skip
     depth, residual = _depth_and_kind(config.model)
     model = torch_cifar.build(depth, residual, classifier_init, config.seed, info.num_classes)
     optimizer = torch_cifar.SGD(model, config.momentum, config.weight_decay)

@@ -54,12 +54,12 @@ def ours(depth, seed, images, labels, weight_decay=1e-4):
     model = models.build(f"resnet{depth}", classes=10, input_shape=images.shape[1:],
                          classifier_activation=None)  # fmt: skip
     features = keras.Model(model.input, model.get_layer("avg_pool").output)
+    kernels = training.decayed_variables(model)
     with tf.GradientTape() as tape:
         logits = model(images, training=True)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-        decay = training.weight_decay_loss(training.decayed_variables(model), weight_decay)
+        decay = training.weight_decay_loss(kernels, weight_decay)
         total = loss + tf.cast(decay, loss.dtype)  # the trainer's decay is float32
-    kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
     gradients = tape.gradient(total, kernels)
     pooled = features(images, training=True).numpy()
     return model, _stats(logits.numpy(), float(loss), pooled, [g.numpy() for g in gradients])

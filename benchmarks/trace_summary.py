@@ -70,7 +70,7 @@ def main():
     for line in python:
         window = span_ms(line)
         totals, counts = milliseconds_by_name(host, line)
-        # The trainer's compiled call is the Python method Trainer._train_steps.
+        # The trainer's compiled call is the Python function _train_steps (training.steps).
         calls, count = totals["_train_steps"], counts["_train_steps"]
         print(f"traced window {window:.0f} ms; inside {count} train_steps calls: "
               f"{calls:.0f} ms ({100 * calls / window:.2f}%); the loop's own Python work: "

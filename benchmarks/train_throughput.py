@@ -34,13 +34,14 @@ The first line names the CPU and whether it has bfloat16 instructions (avx512_bf
 amx_bf16), which decide what --precision=mixed_bfloat16 can gain on either side.
 
 Like with like: every Keras configuration reads the same tf.data pipeline, uses SGD with
-momentum 0.9 and the trainer's learning-rate schedule, and the trainer's weight decay (0.5 *
-wd * ||w||^2 on conv and dense kernels, added to the loss; model.fit gets it through a
-compute_loss override), computes top-1 and top-5 accuracy as the trainer does, runs
---steps_per_execution steps per tf.function call (the trainer's default: 1 for the ImageNet
-nets, 10 for the CIFAR ones), and leaves XLA off on CPU (where it is slower) as the trainer's
---jit_compile=auto does. The first --warmup_steps (tracing, first-call allocation) are not
-timed; the trainer's own figure (its result's images_per_second) leaves out its first
+momentum 0.9 and the trainer's learning-rate schedule, and the trainer's own loss
+(keras_resnet.training.train_loss: the cross-entropy over the batch plus the weight decay,
+0.5 * wd * ||w||^2 on conv and dense kernels; model.fit gets it through a compute_loss
+override), computes top-1 and top-5 accuracy as the trainer does, runs --steps_per_execution
+steps per tf.function call (the trainer's default: 1 for the ImageNet nets, 10 for the CIFAR
+ones), and leaves XLA off on CPU (where it is slower) by the trainer's own --jit_compile=auto
+rule (training.strategy.uses_jit). The first --warmup_steps (tracing, first-call allocation)
+are not timed; the trainer's own figure (its result's images_per_second) leaves out its first
 interval between metric reads in the same way, and its checkpoint save at the end.
 The torchvision loop matches that on the CPU: float32 weights, channels-last model and
 inputs, one fixed random batch and labels reused every step (no input pipeline at all: the
@@ -155,6 +156,8 @@ def run_fit(s, kind):
     import tensorflow as tf
 
     from keras_resnet import data, models, training
+    from keras_resnet.training import train_loss
+    from keras_resnet.training.strategy import uses_jit
 
     info = data.dataset_info("synthetic")
     config = train_config(s, model_dir="unused")
@@ -171,26 +174,25 @@ def run_fit(s, kind):
                              classifier_activation=None)  # fmt: skip
     kernels = training.decayed_variables(model)
 
-    class WithWeightDecay(keras.Model):
-        """The trainer's coupled decay on conv and dense kernels, added to fit's loss."""
+    class WithTrainerLoss(keras.Model):
+        """fit with the trainer's loss: its cross-entropy and its coupled decay on conv and
+        dense kernels (one replica: the batch is the global batch). The `training` argument
+        is Keras's."""
 
-        def compute_loss(self, *args, **kwargs):
-            loss = super().compute_loss(*args, **kwargs)
-            return loss + training.weight_decay_loss(kernels, config.weight_decay)
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            loss, _ = train_loss(y_pred, y, info.num_classes, s["batch_size"],
+                                 config.label_smoothing, kernels, config.weight_decay)  # fmt: skip
+            return loss
 
-    model = WithWeightDecay(model.inputs, model.outputs, name=model.name)
-    jit = s["jit_compile"] == "on" or (
-        s["jit_compile"] == "auto" and bool(tf.config.list_logical_devices("GPU"))
-    )
+    model = WithTrainerLoss(model.inputs, model.outputs, name=model.name)
     model.compile(
         optimizer=keras.optimizers.SGD(schedule, momentum=config.momentum),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[
             keras.metrics.SparseCategoricalAccuracy(),
             keras.metrics.SparseTopKCategoricalAccuracy(5),
         ],
         steps_per_execution=s["steps_per_execution"],
-        jit_compile=jit,
+        jit_compile=uses_jit(s["jit_compile"], tf.distribute.get_strategy()),
     )
     dataset = data.make_dataset("synthetic", "train", batch_size=s["batch_size"],
                                 image_size=s["image_size"], training=True)  # fmt: skip
@@ -211,23 +213,20 @@ def run_fit(s, kind):
 
 
 def run_input(s):
-    """The synthetic input pipeline alone, pulled inside a tf.function as the trainer does."""
+    """The synthetic input pipeline alone, pulled inside the trainer's own multi-step
+    tf.function (training.steps.multi_step) with a step that does nothing."""
     import tensorflow as tf
 
     from keras_resnet import data
+    from keras_resnet.training.steps import multi_step
 
     iterator = iter(data.make_dataset("synthetic", "train", batch_size=s["batch_size"],
                                       image_size=s["image_size"], training=True))  # fmt: skip
-
-    @tf.function
-    def pull(count):
-        for _ in tf.range(count):
-            next(iterator)
-
-    pull(tf.constant(2))
+    pull = multi_step(tf.distribute.get_strategy(), lambda images, labels: None)
+    pull(iterator, tf.constant(2))
     count = 500
     start = time.perf_counter()
-    pull(tf.constant(count))
+    pull(iterator, tf.constant(count))
     return count * s["batch_size"] / (time.perf_counter() - start)
 
 

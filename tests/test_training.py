@@ -21,6 +21,9 @@ import pytest
 import tensorflow as tf
 
 from keras_resnet import runs, training
+from keras_resnet.training.inputs import Inputs
+from keras_resnet.training.loop import finite_or_none
+from keras_resnet.training.strategy import precision_warning
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_TRAINER = os.path.join(REPO, "trainers", "cifar10.py")
@@ -145,6 +148,25 @@ def test_weight_decay_is_the_papers_coupled_l2_on_kernels_only():
     # Its gradient is wd * w: what SGD's weight_decay=1e-4 means in Caffe and PyTorch.
     for variable, gradient in zip(decayed, tape.gradient(loss, decayed)):
         np.testing.assert_allclose(gradient, 1e-4 * np.asarray(variable), rtol=1e-5, atol=1e-12)
+
+
+def test_train_loss_is_the_global_batch_mean_plus_the_decay_shared_by_replicas():
+    # What the steps differentiate and what benchmarks/train_throughput.py gives model.fit.
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(8, 5)), tf.bfloat16)  # a mixed-precision head's
+    labels = tf.constant(rng.integers(0, 5, 8))
+    kernels = [tf.Variable(rng.normal(size=(3, 5)).astype(np.float32))]
+    mean = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels, tf.cast(logits, tf.float32)))  # fmt: skip
+    decay = training.weight_decay_loss(kernels, 1e-2)
+    loss, per_example = training.train_loss(logits, labels, 5, 8, kernels=kernels,
+                                            weight_decay=1e-2)  # fmt: skip
+    assert loss.dtype == tf.float32 and per_example.shape == (8,)
+    assert float(loss) == pytest.approx(float(mean + decay), rel=1e-6)
+    # Two replicas of 4: their losses sum to the same total, so the summed gradients do too.
+    halves = [training.train_loss(logits[i:i + 4], labels[i:i + 4], 5, 8, kernels=kernels,
+                                  weight_decay=1e-2, replicas=2)[0] for i in (0, 4)]  # fmt: skip
+    assert float(sum(halves)) == pytest.approx(float(loss), rel=1e-6)
 
 
 def test_mixed_bfloat16_trains_on_cpu(tmp_path):
@@ -566,7 +588,7 @@ def test_every_batch_a_step_sees_is_full(tmp_path):
     data_dir = write_tfrecord_dataset(str(tmp_path / "data"), 7, num_train=21)
     config = tiny_config(tmp_path / "run", dataset="imagenet_tfrecord", data_dir=data_dir,
                          batch_size=4, train_steps=None, epochs=2)  # fmt: skip
-    inputs = training._Inputs(config, tf.distribute.get_strategy(), 32, 5, "train")
+    inputs = Inputs(config, tf.distribute.get_strategy(), 32, 5, "train")
     assert [int(labels.shape[0]) for _, labels in inputs("train", True, epoch=0)] == [4] * 5
     batches = [labels.numpy() for _, labels in inputs("validation", False).take(4)]
     assert all(len(b) == 4 for b in batches)  # 7 examples, then padding: forever
@@ -607,8 +629,7 @@ def test_all_validation_images_unreadable_is_an_error_and_result_json_stays_vali
         training.train(tiny_config(tmp_path / "run", dataset="cifar10_folder", data_dir=data_dir,
                                    batch_size=4, train_steps=3))  # fmt: skip
     assert not os.path.exists(tmp_path / "run" / "result.json")
-    assert training._finite_or_none({"a": float("nan"), "b": {"c": 1.0}}) == {"a": None,
-                                                                              "b": {"c": 1.0}}
+    assert finite_or_none({"a": float("nan"), "b": {"c": 1.0}}) == {"a": None, "b": {"c": 1.0}}
 
 
 def test_skipped_images_are_counted_once_per_file_and_split(tmp_path):
@@ -662,7 +683,7 @@ def test_sigterm_ends_a_run_whose_input_pipeline_is_stuck(tmp_path):
 
 
 def test_slow_precisions_on_a_cpu_are_named_before_training():
-    warn = training._precision_warning
+    warn = precision_warning
     assert warn("float32", False) is None and warn("mixed_float16", True) is None
     assert "100x slower than float32" in warn("mixed_float16", False, set())
     assert "emulated" in warn("mixed_bfloat16", False, {"avx2"})

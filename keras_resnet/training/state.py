@@ -1,0 +1,75 @@
+"""What a run carries from step to step: the model, the optimizer, the step and epoch
+counters, and the checkpoint that holds them all (restored from the newest whole save)."""
+
+import hashlib
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_resnet import checkpoints, runs
+from keras_resnet.training.schedule import make_schedule
+
+
+class State:
+    """The model, the optimizer and the counters, in a checkpoint under `model_dir`: restored
+    from its latest save if there is one."""
+
+    def __init__(self, config, run_config, strategy, steps_per_epoch, total_steps, log,
+                 on_damaged_checkpoint="previous"):  # fmt: skip
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(config.mixed_precision)
+        try:
+            with strategy.scope():
+                self.model = runs.build_model(run_config)
+                self.schedule = make_schedule(config, steps_per_epoch, total_steps)
+                optimizer = keras.optimizers.SGD(learning_rate=self.schedule,
+                                                 momentum=config.momentum)  # fmt: skip
+                if config.mixed_precision == "mixed_float16":
+                    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+                optimizer.build(self.model.trainable_variables)
+                self.optimizer = optimizer
+                self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                               name="global_step")  # fmt: skip
+                self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                              global_step=self.global_step, epoch=self.epoch)  # fmt: skip
+        self.checkpoint_dir = runs.checkpoint_dir(config.model_dir)
+        self.is_chief = strategy.extended.should_checkpoint
+        latest = checkpoints.restore_newest_whole(self.checkpoint, self.checkpoint_dir,
+                                                  on_damaged_checkpoint, self.is_chief, log)  # fmt: skip
+        if latest:
+            log(f"Resumed from {latest} at step {int(self.global_step.numpy())}")
+        # Every worker takes part in saving; only the chief's files are kept.
+        self.write_dir = self.checkpoint_dir if self.is_chief else os.path.join(
+            config.model_dir, f".worker-{strategy.cluster_resolver.task_id}-checkpoints")  # fmt: skip
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir,
+                                                  max_to_keep=config.keep_checkpoints,
+                                                  step_counter=self.global_step)  # fmt: skip
+        self.preemption = None
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            self.preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
+                strategy.cluster_resolver, self.manager)  # fmt: skip
+
+    def last_good(self):
+        return tf.train.latest_checkpoint(self.checkpoint_dir) or "none yet"
+
+    def save(self, step):
+        """checkpoints.save: the files, then their manifest; on a full disk, nothing half-written."""
+        try:
+            return checkpoints.save(self.manager, step, self.is_chief)
+        finally:
+            if not self.is_chief:
+                shutil.rmtree(self.write_dir, ignore_errors=True)
+
+
+def weights_sha256(model):
+    """A digest of every weight: equal on all workers of a run that stayed in sync."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.asarray(weight).tobytes())
+    return digest.hexdigest()

@@ -72,7 +72,9 @@ def _stop(server, what):
     stopper = threading.Thread(target=server.stop, daemon=True)
     stopper.start()
     stopper.join(STOP_SECONDS)
-    if stopper.is_alive():
+    if not stopper.is_alive():
+        faulthandler.cancel_dump_traceback_later()
+    else:
         _log(f"{what} did not stop within {STOP_SECONDS:.0f} s: exiting")
         sys.stdout.flush()
         os._exit(0)

@@ -213,6 +213,8 @@ def main(argv=None):
         config = train_config(args, seed, os.path.join(folder, "ours"))
         entry = results.setdefault(name, {})
         for leg in args.legs:
+            if _finished(entry.get(leg), args.train_steps):
+                continue  # keep its curves and its timing: a rerun would time the restore only
             started = time.monotonic()
             if leg == "ours":
                 curves = run_ours(config)
@@ -222,6 +224,10 @@ def main(argv=None):
             files.write_json_atomically(results_path, results)
         print_seed(name, entry, args)
     print_summary(results, args)
+
+
+def _finished(curves, train_steps):
+    return bool(curves) and max(_keyed(curves["train"]), default=0) >= train_steps
 
 
 def _keyed(curve):

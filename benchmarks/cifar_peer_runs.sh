@@ -45,12 +45,13 @@ peer "$before" --model=resnet56 --seeds=$seeds --train_steps=200 --no-evaluate -
 peer "$fix" --model=resnet56 --seeds=$seeds --train_steps=200 --no-evaluate --legs=peer \
   --peer_classifier_init=glorot --output=$out/start-peer-glorot
 # 2. The 20-epoch protocol on the test set (7,800 iterations, drops at 3,900 and 5,850), the
-#    Fig. 6 orderings first: ResNet-20 (with its peer), ResNet-56, plain-20, plain-56; then the
+#    Fig. 6 orderings first: ResNet-20, ResNet-56, ResNet-20's peer, plain-20, plain-56; then the
 #    second seed of both ResNets and ResNet-56's peer.
 final=(--train_steps=7800 --lr_decay_steps=3900,5850 --final_split=test
        --checkpoint_every_steps=130 --output=$out/final)
-peer "$fix" --model=resnet20 --seeds=0 "${final[@]}"
+peer "$fix" --model=resnet20 --seeds=0 --legs=ours "${final[@]}"
 peer "$fix" --model=resnet56 --seeds=0 --legs=ours "${final[@]}"
+peer "$fix" --model=resnet20 --seeds=0 --legs=peer "${final[@]}"
 peer "$fix" --model=plain20 --seeds=0 --legs=ours "${final[@]}"
 peer "$fix" --model=plain56 --seeds=0 --legs=ours "${final[@]}"
 peer "$fix" --model=resnet20 --seeds=1 --legs=ours "${final[@]}"

@@ -406,9 +406,19 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
                            drop_remainder=drop_remainder, pad=pad).batches(ds)  # fmt: skip
 
 
-def _synthetic(info, split, *, batch_size, image_size, training, eval_mode, input_context,
+def _replica_counts(input_context):
+    """(replicas in sync, replicas per input pipeline) for a tf.distribute.InputContext or None."""
+    if input_context is None:
+        return 1, 1
+    replicas = input_context.num_replicas_in_sync
+    return replicas, max(1, replicas // input_context.num_input_pipelines)
+
+
+def _synthetic(source, split, *, batch_size, image_size, training, eval_mode, input_context,
                seed, drop_remainder, pad_batches):  # fmt: skip
     """One fixed batch of random normalised images and labels, repeated: no decoding at all."""
+    source.check_split(split)
+    info = source.info
     seed = 0 if seed is None else seed
     if training or eval_mode == "center":
         shapes = [(image_size, image_size, 3)]
@@ -494,27 +504,10 @@ def _decoded_batches(source, name, split, read, fn, batch_size, *, skip, skipped
     return ds
 
 
-def make_dataset(
-    name,
-    split,
-    *,
-    data_dir=None,
-    batch_size,
-    image_size=None,
-    training,
-    augmentation=None,
-    eval_mode="center",
-    lighting=False,
-    input_context=None,
-    seed=None,
-    deterministic=False,
-    skipped=None,
-    drop_remainder=None,
-    shuffle_buffer=10_000,
-    epoch=None,
-    skip_steps=0,
-    pad_batches=False,
-):
+def make_dataset(name, split, *, data_dir=None, batch_size, image_size=None, training,
+                 augmentation=None, eval_mode="center", lighting=False, input_context=None,
+                 seed=None, deterministic=False, skipped=None, drop_remainder=None,
+                 shuffle_buffer=10_000, epoch=None, skip_steps=0, pad_batches=False):  # fmt: skip
     """A batched tf.data.Dataset of (images, labels) from dataset `name` (sources.DATASETS).
 
     split: "train", "validation", or where the source has them "test" and "trainval" (train
@@ -565,13 +558,9 @@ def make_dataset(
         drop_remainder = training
     ordered = deterministic or not training
     pass_seed = seed if seed is None or epoch is None else seed + 1_000_003 * (epoch + 1)
-    replicas = input_context.num_replicas_in_sync if input_context else 1
-    pipelines = input_context.num_input_pipelines if input_context else 1
-    replicas_per_pipeline = max(1, replicas // pipelines)
-
+    replicas, replicas_per_pipeline = _replica_counts(input_context)
     if source.synthetic:
-        source.check_split(split)
-        ds = _synthetic(info, split, batch_size=batch_size, image_size=image_size,
+        ds = _synthetic(source, split, batch_size=batch_size, image_size=image_size,
                         training=training, eval_mode=eval_mode, input_context=input_context,
                         seed=pass_seed, drop_remainder=drop_remainder,
                         pad_batches=pad_batches)  # fmt: skip
@@ -587,10 +576,14 @@ def make_dataset(
     if training and epoch is not None:
         steps = batches_per_epoch(info.num_examples(split), batch_size * replicas)
         ds = ds.take((steps - skip_steps) * replicas_per_pipeline)
+    return _with_options(ds, ordered).prefetch(AUTOTUNE)
+
+
+def _with_options(ds, deterministic):
     options = tf.data.Options()
-    options.deterministic = ordered
+    options.deterministic = deterministic
     options.experimental_optimization.map_parallelization = True
     # Parallelism comes from tf.data's parallel calls; ops that also split themselves across
     # the cores (resize, normalise) only add contention (about 10% of throughput on 2 cores).
     options.threading.max_intra_op_parallelism = 1
-    return ds.with_options(options).prefetch(AUTOTUNE)
+    return ds.with_options(options)

@@ -511,7 +511,7 @@ def make_dataset(name, split, *, data_dir=None, batch_size, image_size=None, tra
     """A batched tf.data.Dataset of (images, labels) from dataset `name` (sources.DATASETS).
 
     split: "train", "validation", or where the source has them "test" and "trainval" (train
-      and validation together: sources.py says which have them).
+      and validation together: the sources package, sources/, says which have them).
     batch_size: per replica when input_context is given (the pipeline reads the share of the
       data input_context assigns to this worker), else the whole batch.
     image_size: output height and width; None: info.default_image_size.

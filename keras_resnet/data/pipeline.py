@@ -225,7 +225,7 @@ class SkippingBatcher:
             self.pending = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
 
     def batches(self, ds):
-        return self.finish(ds=self.decoded(ds).scan(self.initial_state(), self.account))
+        return self.finish(self.decoded(ds).scan(self.initial_state(), self.account))
 
     def remember(self, index, example):
         """(index, (data, label, origin)) -> (image(s), label, origin, index), the origin

@@ -7,9 +7,9 @@ CIFAR-10, a generated demo set and synthetic data; the paper's augmentation and 
     for images, labels in train.take(1): ...     # float32 (64, 64, 64, 3), int32 (64,)
 
 Datasets: "demo", "imagenet_tfrecord", "folder", "cifar10", "cifar10_folder", "synthetic",
-"tfds:<name>" (sources.py says what each reads and how its splits are made; a Source each,
-registered in sources.SOURCES). spec.py holds InputSpec, what a model's input is (image size,
-mean/std, crop fraction, class names), and each model family's defaults.
+"tfds:<name>" (the sources package, sources/, says what each reads and how its splits are
+made; a Source each, registered in sources.SOURCES). spec.py holds InputSpec, what a model's
+input is (image size, mean/std, crop fraction, class names), and each model family's defaults.
 """
 
 from keras_resnet.data.pipeline import (

@@ -187,8 +187,7 @@ def _unreadable_passes(sentinel, gaps, runs, readable, after_sentinel):
     return empty, tf.where(ends)[:, 0], readable_so_far[-1] - tf.reduce_sum(at_ends[-1:])
 
 
-def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, *,
-                    first_index, training, drop_remainder, pad):
+class SkippingBatcher:
     """ds of (data, label, origin) with sentinels -> batches of (images, labels), images =
     fn(data, origin, example number), the examples numbered from first_index, without the
     examples fn fails on (named, counted in `counter`), stopping on too many failures in a
@@ -199,134 +198,227 @@ def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, 
     and the per-example scan and filter this replaces cost about 0.1 in the pipeline
     (docs/performance.md). So sentinels travel in batches: a training batch that holds one
     is dropped, an evaluation batch loses it (or keeps it as padding: it carries
-    PADDING_LABEL)."""
-    with tf.init_scope(), tf.device("/cpu:0"):
-        # origin by example number, from before the decode until its batch has been counted.
-        pending = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
+    PADDING_LABEL).
 
-    def remembered_fn(index, example):
-        # Remembered before the decode can fail. The map keeps the order, so by the time a
-        # batch comes out, every example up to its last one has been remembered.
-        with tf.control_dependencies([pending.insert(index[None], example[2][None])]):
-            return fn(example[0], example[2], index), example[1], example[2], index
+    batches(ds) is the whole of it, in three stages: `decoded` (numbered, decoded, the
+    failures dropped, batched), `account` (a scan over the batches: the failures named,
+    counted and checked, the labels checked) and `finish` (the batches the accounting marks
+    as not to be delivered filtered out). The scan's state, (last example number, failures
+    in the current run, readable images since the last pass end, whether the batch before
+    ended in a sentinel), starts as `initial_state()`.
+    """
 
-    ds = ds.enumerate(first_index).map(
-        remembered_fn,
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,  # the gaps in the numbering are the skipped images
-    ).ignore_errors()
-    # An evaluation pass's last batch is cut only after its sentinel has been accounted for;
-    # with `pad` the sentinels fill it and the partial batch of leftover ones is dropped.
-    ds = ds.batch(batch_size, drop_remainder=(drop_remainder and training) or pad)
+    def __init__(self, fn, batch_size, counter, name, num_classes, label_base, *,
+                 first_index, training, drop_remainder, pad):  # fmt: skip
+        self.fn = fn
+        self.batch_size = batch_size
+        self.counter = counter
+        self.name = name
+        self.num_classes = num_classes
+        self.label_base = label_base
+        self.first_index = first_index
+        self.training = training
+        self.drop_remainder = drop_remainder
+        self.pad = pad
+        with tf.init_scope(), tf.device("/cpu:0"):
+            # origin by example number, from before the decode until its batch has been counted.
+            self.pending = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, "")
 
-    def on_gaps(last_index, index, runs):
-        """Some images between last_index and index[-1] failed: name, count and check them."""
-        span = index[-1] - last_index
-        arrived = tf.scatter_nd((index - last_index - 1)[:, None], tf.ones_like(index), [span])
-        missing = tf.cast(tf.where(tf.equal(arrived, 0))[:, 0], tf.int64) + last_index + 1
-        lost = tf.ensure_shape(pending.lookup(missing), [None])
-        # (a sentinel appears here only when a failed check left the state behind)
-        lost = tf.boolean_mask(lost, tf.not_equal(lost, _SENTINEL_ORIGIN))
-        distinct = tf.unique(lost).y  # a small split can fail twice within one batch
-        new = tf.boolean_mask(distinct, tf.ensure_shape(
-            tf.equal(counter.table.lookup(distinct), 0), [None]))  # fmt: skip
-        named_before = counter.table.size()
-        with tf.control_dependencies([new]):
-            counted = counter.table.insert(distinct, tf.ones_like(distinct, tf.int64))
-        with tf.control_dependencies([counted]):
-            log = tf.cond(
-                (tf.size(new) > 0) & (named_before < _NAMED_SKIPS),
-                lambda: tf.print(tf.strings.join([
-                    f"keras_resnet.data ({name}): skipped unreadable image(s) ",
-                    tf.strings.reduce_join(new, separator=", "), " (",
-                    tf.strings.as_string(counter.table.size()), " distinct so far)"]),
-                    output_stream=tf.compat.v1.logging.warning),
-                tf.no_op)  # fmt: skip
-        # The first example whose run of failures reaches the limit: the image just before
-        # it is the last that failed.
-        first = tf.argmax(runs >= MAX_CONSECUTIVE_FAILURES)
-        check = _fail_if(runs[first] >= MAX_CONSECUTIVE_FAILURES, *unreadable(
-            index[first], f"{MAX_CONSECUTIVE_FAILURES} images in a row could not be read or "
-            "decoded"))  # fmt: skip
-        return tf.group(log, check)
+    def batches(self, ds):
+        return self.finish(self.decoded(ds).scan(self.initial_state(), self.account))
 
-    def unreadable(arrived, *what):
-        """A message (for _fail_if) on the images that failed before example `arrived`."""
-        return (f"{name}: ", *what, ", the last ", pending.lookup(arrived - 1),
-                "; is --data_dir right, and are the files complete?")
+    def remember(self, index, example):
+        """(index, (data, label, origin)) -> (image(s), label, origin, index), the origin
+        remembered under the index before the decode can fail. The map keeps the order, so
+        by the time a batch comes out, every example up to its last one has been remembered."""
+        with tf.control_dependencies([self.pending.insert(index[None], example[2][None])]):
+            return self.fn(example[0], example[2], index), example[1], example[2], index
 
-    def nothing_readable(index, runs, at):
-        return _fail_if(tf.constant(True), *unreadable(
-            index[at], "no image of a whole pass could be read or decoded (", runs[at],
-            " in a row)"))  # fmt: skip
+    def decoded(self, ds):
+        """Batches of remember's (images, label, origin, index), the examples that fail dropped:
+        the gaps in the numbering are the skipped images."""
+        ds = ds.enumerate(self.first_index).map(
+            self.remember,
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,  # the gaps in the numbering are the skipped images
+        ).ignore_errors()
+        # An evaluation pass's last batch is cut only after its sentinel has been accounted
+        # for; with `pad` the sentinels fill it and the partial batch of leftover ones is dropped.
+        drop_remainder = (self.drop_remainder and self.training) or self.pad
+        return ds.batch(self.batch_size, drop_remainder=drop_remainder)
 
-    def account(state, batch):
-        last_index, failures, readable, after_sentinel = state
-        images, label, origin, index = batch
-        sentinel = tf.equal(origin, _SENTINEL_ORIGIN)
-        # runs[j]: images failed in a row just before example j arrived. A readable image
-        # ends a run; a sentinel does not (a pass of unreadable images goes on into the next).
+    def initial_state(self):
+        zero = tf.constant(0, tf.int64)
+        # A stream that a skip starts inside a pass does not see that pass whole: counted as
+        # holding a readable image, it is never taken for an unreadable one.
+        partial = tf.constant(int(self.first_index > 0), tf.int64)
+        return tf.constant(self.first_index - 1, tf.int64), zero, partial, tf.constant(False)
+
+    @staticmethod
+    def failure_runs(last_index, failures, index, sentinel):
+        """(gaps, failed, ended_at, runs) for a batch's example numbers `index`, after example
+        last_index with `failures` in the current run: gaps[j], the images failed just
+        before example j; failed[j], the failures since the run's start in the state, up to
+        j; ended_at[j], the value of `failed` at the last readable image up to j (0 if none);
+        runs[j], the images failed in a row just before example j arrived. A readable image
+        ends a run; a sentinel does not (a pass of unreadable images goes on into the next)."""
         gaps = index - tf.concat([[last_index], index[:-1]], 0) - 1
         failed = failures + tf.cumsum(gaps)
         ended_at = tf.gather(tf.concat([[0], tf.boolean_mask(failed, ~sentinel)], 0),
                              tf.cumsum(tf.cast(~sentinel, tf.int64)))  # fmt: skip
         runs = failed - tf.concat([[0], ended_at[:-1]], 0)
-        wrong = ~sentinel & ((label < 0) | (label >= num_classes))
+        return gaps, failed, ended_at, runs
+
+    def check_labels(self, label, origin, sentinel):
+        """Stops the stream, naming the first example's origin and label as read, if a label
+        (sentinels aside) is outside 0..num_classes-1."""
+        wrong = ~sentinel & ((label < 0) | (label >= self.num_classes))
         first = tf.argmax(wrong)
-        label_check = tf.cond(
+        base, classes = self.label_base, self.num_classes
+        return tf.cond(
             tf.reduce_any(wrong),
-            lambda: _fail_if(tf.constant(True), origin[first], ": label ",
-                             label[first] + label_base,
-                             f" is outside {label_base}..{num_classes - 1 + label_base}"
-                             f" ({num_classes} classes)"),
+            lambda: _fail_if(tf.constant(True), origin[first], ": label ", label[first] + base,
+                             f" is outside {base}..{classes - 1 + base} ({classes} classes)"),
             tf.no_op)  # fmt: skip
-        # If not one image of a training pass could be read, the passes after it would
-        # likely fail too, each failure dropped before a batch could be checked, without end.
-        if training:
-            empty, ends, readable = _unreadable_passes(sentinel, gaps, runs, readable,
-                                                       after_sentinel)  # fmt: skip
-            pass_check = tf.cond(
-                tf.reduce_any(empty),
-                lambda: nothing_readable(index, runs, ends[tf.argmax(tf.cast(empty, tf.int32))]),
+
+    def check_passes(self, index, sentinel, gaps, runs, readable, after_sentinel):
+        """(check, readable): stops a training stream if a pass ending in this batch had not
+        one readable image (the passes after it would likely fail too, each failure dropped
+        before a batch could be checked, without end); the readable images since the last
+        pass end, after the batch. Evaluation passes are not checked."""
+        if not self.training:
+            return tf.no_op(), readable
+        empty, ends, readable = _unreadable_passes(sentinel, gaps, runs, readable,
+                                                   after_sentinel)  # fmt: skip
+        check = tf.cond(
+            tf.reduce_any(empty),
+            lambda: self.nothing_readable(index, runs, ends[tf.argmax(tf.cast(empty, tf.int32))]),
+            tf.no_op)  # fmt: skip
+        return check, readable
+
+    def missing(self, last_index, index):
+        """The origins of the examples after last_index, up to index[-1], that are not in
+        `index` (failed), sentinels left out."""
+        span = index[-1] - last_index
+        arrived = tf.scatter_nd((index - last_index - 1)[:, None], tf.ones_like(index), [span])
+        missing = tf.cast(tf.where(tf.equal(arrived, 0))[:, 0], tf.int64) + last_index + 1
+        lost = tf.ensure_shape(self.pending.lookup(missing), [None])
+        # (a sentinel appears here only when a failed check left the state behind)
+        return tf.boolean_mask(lost, tf.not_equal(lost, _SENTINEL_ORIGIN))
+
+    def count_skipped(self, lost):
+        """Counts the distinct origins in `lost` and logs the new ones while fewer than
+        _NAMED_SKIPS have been named."""
+        table = self.counter.table
+        distinct = tf.unique(lost).y  # a small split can fail twice within one batch
+        new = tf.boolean_mask(distinct, tf.ensure_shape(
+            tf.equal(table.lookup(distinct), 0), [None]))  # fmt: skip
+        named_before = table.size()
+        with tf.control_dependencies([new]):
+            counted = table.insert(distinct, tf.ones_like(distinct, tf.int64))
+        with tf.control_dependencies([counted]):
+            return tf.cond(
+                (tf.size(new) > 0) & (named_before < _NAMED_SKIPS),
+                lambda: tf.print(tf.strings.join([
+                    f"keras_resnet.data ({self.name}): skipped unreadable image(s) ",
+                    tf.strings.reduce_join(new, separator=", "), " (",
+                    tf.strings.as_string(table.size()), " distinct so far)"]),
+                    output_stream=tf.compat.v1.logging.warning),
                 tf.no_op)  # fmt: skip
-        else:
-            pass_check = tf.no_op()
+
+    def check_runs(self, index, runs):
+        """Stops the stream if a run of failures before an example of the batch reaches
+        MAX_CONSECUTIVE_FAILURES, naming the last image that failed before the first such."""
+        first = tf.argmax(runs >= MAX_CONSECUTIVE_FAILURES)
+        return _fail_if(runs[first] >= MAX_CONSECUTIVE_FAILURES, *self.unreadable(
+            index[first], f"{MAX_CONSECUTIVE_FAILURES} images in a row could not be read or "
+            "decoded"))  # fmt: skip
+
+    def on_gaps(self, last_index, index, runs):
+        """Some images between last_index and index[-1] failed: name, count and check them."""
+        log = self.count_skipped(self.missing(last_index, index))
+        return tf.group(log, self.check_runs(index, runs))
+
+    def unreadable(self, arrived, *what):
+        """A message (for _fail_if) on the images that failed before example `arrived`."""
+        return (f"{self.name}: ", *what, ", the last ", self.pending.lookup(arrived - 1),
+                "; is --data_dir right, and are the files complete?")
+
+    def nothing_readable(self, index, runs, at):
+        return _fail_if(tf.constant(True), *self.unreadable(
+            index[at], "no image of a whole pass could be read or decoded (", runs[at],
+            " in a row)"))  # fmt: skip
+
+    def account(self, state, batch):
+        """The scan's step: checks and counts a batch of decoded's, then forgets its examples'
+        origins; (state after it, (images, labels)) (an evaluation pass's last batch without
+        its sentinel)."""
+        last_index, failures, readable, after_sentinel = state
+        images, label, origin, index = batch
+        sentinel = tf.equal(origin, _SENTINEL_ORIGIN)
+        gaps, failed, ended_at, runs = self.failure_runs(last_index, failures, index, sentinel)
+        label_check = self.check_labels(label, origin, sentinel)
+        pass_check, readable = self.check_passes(index, sentinel, gaps, runs, readable,
+                                                 after_sentinel)  # fmt: skip
         with tf.control_dependencies([pass_check]):  # (its error before the run's, if both)
             gap_check = tf.cond(tf.reduce_any(gaps > 0),
-                                lambda: on_gaps(last_index, index, runs), tf.no_op)  # fmt: skip
+                                lambda: self.on_gaps(last_index, index, runs),
+                                tf.no_op)  # fmt: skip
         with tf.control_dependencies([label_check, gap_check]):
-            done = pending.remove(tf.range(last_index + 1, index[-1] + 1))  # (after the checks)
+            # (after the checks, which name the failed images by their origins)
+            done = self.pending.remove(tf.range(last_index + 1, index[-1] + 1))
         with tf.control_dependencies([done]):
             state = (tf.identity(index[-1]), failed[-1] - ended_at[-1], tf.identity(readable),
                      sentinel[-1])  # fmt: skip
-            if training or pad:
-                return state, (images, tf.identity(label))
-            # Taken out only where there is one (the pass's last batch): a masked copy of
-            # every batch would cost.
-            return state, tf.cond(
-                tf.reduce_any(sentinel),
-                lambda: tf.nest.map_structure(lambda t: tf.boolean_mask(t, ~sentinel),
-                                              (images, label)),
-                lambda: (images, tf.identity(label)))  # fmt: skip
+            return state, self.delivered(images, label, sentinel)
 
-    zero = tf.constant(0, tf.int64)
-    # A stream that a skip starts inside a pass does not see that pass whole: counted as
-    # holding a readable image, it is never taken for an unreadable one.
-    partial = tf.constant(int(first_index > 0), tf.int64)
-    ds = ds.scan((tf.constant(first_index - 1, tf.int64), zero, partial, tf.constant(False)),
-                 account)  # fmt: skip
-    if pad:
-        return ds
-    if training:  # every label that passed the check is a class: PADDING_LABEL is a sentinel
-        return ds.filter(lambda images, label: tf.reduce_all(label != PADDING_LABEL))
-    if drop_remainder:  # the pass's last batch, without its sentinel, if it is still full
-        return ds.filter(lambda images, label: tf.equal(tf.size(label), batch_size))
-    return ds.filter(lambda images, label: tf.size(label) > 0)
+    def delivered(self, images, label, sentinel):
+        """The batch as it goes on: whole in training (dropped later if it holds a sentinel)
+        and with `pad`; else without its sentinels."""
+        if self.training or self.pad:
+            return images, tf.identity(label)
+        # Taken out only where there is one (the pass's last batch): a masked copy of every
+        # batch would cost.
+        return tf.cond(
+            tf.reduce_any(sentinel),
+            lambda: tf.nest.map_structure(lambda t: tf.boolean_mask(t, ~sentinel),
+                                          (images, label)),
+            lambda: (images, tf.identity(label)))  # fmt: skip
+
+    def finish(self, ds):
+        """The accounted batches that are delivered: with `pad` all of them; in training those
+        without a sentinel; in evaluation the non-empty ones (with drop_remainder, the full
+        ones)."""
+        if self.pad:
+            return ds
+        if self.training:  # every label that passed the check is a class: PADDING_LABEL, a sentinel
+            return ds.filter(lambda images, label: tf.reduce_all(label != PADDING_LABEL))
+        if self.drop_remainder:  # the pass's last batch, without its sentinel, if it is still full
+            return ds.filter(lambda images, label: tf.equal(tf.size(label), self.batch_size))
+        return ds.filter(lambda images, label: tf.size(label) > 0)
 
 
-def _synthetic(info, split, *, batch_size, image_size, training, eval_mode, input_context,
+def _batch_skipping(ds, fn, batch_size, counter, name, num_classes, label_base, *,
+                    first_index, training, drop_remainder, pad):  # fmt: skip
+    """SkippingBatcher(...).batches(ds): see SkippingBatcher."""
+    return SkippingBatcher(fn, batch_size, counter, name, num_classes, label_base,
+                           first_index=first_index, training=training,
+                           drop_remainder=drop_remainder, pad=pad).batches(ds)  # fmt: skip
+
+
+def _replica_counts(input_context):
+    """(replicas in sync, replicas per input pipeline) for a tf.distribute.InputContext or None."""
+    if input_context is None:
+        return 1, 1
+    replicas = input_context.num_replicas_in_sync
+    return replicas, max(1, replicas // input_context.num_input_pipelines)
+
+
+def _synthetic(source, split, *, batch_size, image_size, training, eval_mode, input_context,
                seed, drop_remainder, pad_batches):  # fmt: skip
     """One fixed batch of random normalised images and labels, repeated: no decoding at all."""
+    source.check_split(split)
+    info = source.info
     seed = 0 if seed is None else seed
     if training or eval_mode == "center":
         shapes = [(image_size, image_size, 3)]
@@ -412,31 +504,14 @@ def _decoded_batches(source, name, split, read, fn, batch_size, *, skip, skipped
     return ds
 
 
-def make_dataset(
-    name,
-    split,
-    *,
-    data_dir=None,
-    batch_size,
-    image_size=None,
-    training,
-    augmentation=None,
-    eval_mode="center",
-    lighting=False,
-    input_context=None,
-    seed=None,
-    deterministic=False,
-    skipped=None,
-    drop_remainder=None,
-    shuffle_buffer=10_000,
-    epoch=None,
-    skip_steps=0,
-    pad_batches=False,
-):
+def make_dataset(name, split, *, data_dir=None, batch_size, image_size=None, training,
+                 augmentation=None, eval_mode="center", lighting=False, input_context=None,
+                 seed=None, deterministic=False, skipped=None, drop_remainder=None,
+                 shuffle_buffer=10_000, epoch=None, skip_steps=0, pad_batches=False):  # fmt: skip
     """A batched tf.data.Dataset of (images, labels) from dataset `name` (sources.DATASETS).
 
     split: "train", "validation", or where the source has them "test" and "trainval" (train
-      and validation together: sources.py says which have them).
+      and validation together: the sources package, sources/, says which have them).
     batch_size: per replica when input_context is given (the pipeline reads the share of the
       data input_context assigns to this worker), else the whole batch.
     image_size: output height and width; None: info.default_image_size.
@@ -483,13 +558,9 @@ def make_dataset(
         drop_remainder = training
     ordered = deterministic or not training
     pass_seed = seed if seed is None or epoch is None else seed + 1_000_003 * (epoch + 1)
-    replicas = input_context.num_replicas_in_sync if input_context else 1
-    pipelines = input_context.num_input_pipelines if input_context else 1
-    replicas_per_pipeline = max(1, replicas // pipelines)
-
+    replicas, replicas_per_pipeline = _replica_counts(input_context)
     if source.synthetic:
-        source.check_split(split)
-        ds = _synthetic(info, split, batch_size=batch_size, image_size=image_size,
+        ds = _synthetic(source, split, batch_size=batch_size, image_size=image_size,
                         training=training, eval_mode=eval_mode, input_context=input_context,
                         seed=pass_seed, drop_remainder=drop_remainder,
                         pad_batches=pad_batches)  # fmt: skip
@@ -505,10 +576,14 @@ def make_dataset(
     if training and epoch is not None:
         steps = batches_per_epoch(info.num_examples(split), batch_size * replicas)
         ds = ds.take((steps - skip_steps) * replicas_per_pipeline)
+    return _with_options(ds, ordered).prefetch(AUTOTUNE)
+
+
+def _with_options(ds, deterministic):
     options = tf.data.Options()
-    options.deterministic = ordered
+    options.deterministic = deterministic
     options.experimental_optimization.map_parallelization = True
     # Parallelism comes from tf.data's parallel calls; ops that also split themselves across
     # the cores (resize, normalise) only add contention (about 10% of throughput on 2 cores).
     options.threading.max_intra_op_parallelism = 1
-    return ds.with_options(options).prefetch(AUTOTUNE)
+    return ds.with_options(options)

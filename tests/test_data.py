@@ -1146,7 +1146,7 @@ def test_dataset_info_is_frozen(folder):
 
 def test_the_data_package_does_not_use_absl():
     package = Path(data.__file__).parent
-    for path in package.glob("*.py"):
+    for path in package.rglob("*.py"):
         text = path.read_text()
         assert "import absl" not in text and "from absl" not in text, path
 

@@ -23,8 +23,13 @@ import tempfile
 from absl import flags
 from absl import logging as absl_logging
 
-# Standard library only (keras_resnet/__init__.py imports its Keras modules on first use).
-from keras_resnet import flagfile, recipes, run_lock
+try:  # standard library only (keras_resnet/__init__.py imports its Keras modules on first use)
+    from keras_resnet import flagfile, recipes, run_lock
+except ModuleNotFoundError as error:
+    if error.name != "keras_resnet":
+        raise
+    sys.exit("error: the keras_resnet package is not installed: run `pip install -e .` in the "
+             "repository's root first (README, Quick start)")
 from keras_resnet.settings import (
     AUGMENTATION_FLAG_CHOICES,
     EVAL_MODES,

@@ -214,7 +214,9 @@ def main(argv=None):
         entry = results.setdefault(name, {})
         for leg in args.legs:
             if _finished(entry.get(leg), args.train_steps):
-                continue  # keep its curves and its timing: a rerun would time the restore only
+                # Its curves and timing are kept: a rerun would time the restore only.
+                print(f"[{leg}] {name} has finished {args.train_steps} steps already", flush=True)
+                continue
             started = time.monotonic()
             if leg == "ours":
                 curves = run_ours(config)

@@ -88,7 +88,7 @@ def train_config(args, seed, model_dir):
 def run_ours(config):
     """Trains with the trainer; returns {"train": {step: error}, "eval": {step: error}}."""
     from keras_resnet import plot, training
-    from keras_resnet.recipes import FINAL_SPLITS
+    from keras_resnet.settings import FINAL_SPLITS
 
     training.train(config, log=lambda line: print(f"[ours] {line}", flush=True))
 

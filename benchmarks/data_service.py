@@ -28,24 +28,22 @@ import argparse
 import collections
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
+from input_pipeline import add_image_flags, benchmark_files  # its JPEGs, flags
 
-from input_pipeline import add_image_flags, benchmark_files  # noqa: E402  (its JPEGs, flags)
+import keras_resnet
+from keras_resnet import data, recipes
+from keras_resnet.data import service
+from keras_resnet.data_service import ServerProcess, free_port
 
-from keras_resnet import data, recipes  # noqa: E402
-from keras_resnet.data import service  # noqa: E402
-from keras_resnet.data_service import ServerProcess, free_port  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The servers import keras_resnet from this checkout too.
-SERVER_ENV = {"PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+# The servers import the keras_resnet this process imported (an installed one, or a checkout
+# on PYTHONPATH).
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(keras_resnet.__file__)))
+SERVER_ENV = {"PYTHONPATH": os.pathsep.join([PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")])}
 
 
 def process_cpu_seconds(pid):

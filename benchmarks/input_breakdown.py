@@ -22,17 +22,14 @@ import argparse
 import contextlib
 import os
 import statistics
-import sys
 import tempfile
 
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from input_pipeline import benchmark_files, measure_rounds, raw_decoding
 
-from input_pipeline import benchmark_files, measure_rounds, raw_decoding  # noqa: E402
-
-from keras_resnet import data  # noqa: E402
-from keras_resnet.data import pipeline, preprocessing  # noqa: E402
+from keras_resnet import data
+from keras_resnet.data import pipeline, preprocessing
 
 
 def numbering_only(ds, fn, batch_size, counter, name, num_classes, label_base, *,

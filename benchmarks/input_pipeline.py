@@ -21,17 +21,14 @@ import argparse
 import gc
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from keras_resnet import data  # noqa: E402
-from keras_resnet.data import demo, host_memory  # noqa: E402
+from keras_resnet import data
+from keras_resnet.data import demo, host_memory
 
 
 def natural_image(rng, height, width):

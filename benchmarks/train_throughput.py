@@ -65,9 +65,6 @@ import tempfile
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
 KINDS = ("applications_fit", "keras_resnet_fit", "trainer", "trainer_torchvision_arch",
          "torchvision")  # fmt: skip
 # Without --kinds: all but trainer_torchvision_arch, which only matters next to torchvision.
@@ -386,7 +383,7 @@ def summarise(runs, models, kinds_of):
                   f"peak RSS {memory:.3f}")
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
@@ -413,7 +410,35 @@ def main():
     parser.add_argument("--timeout", type=float, default=900, help="seconds per process")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker_settings", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def kinds_per_model(args, models):
+    """{model: the kinds it runs}: the --kinds that apply to it, without torchvision where
+    torch or torchvision is missing."""
+    wanted = args.kinds.split(",")
+    unknown = set(wanted) - set(KINDS)
+    if unknown:
+        sys.exit(f"--kinds: unknown {sorted(unknown)}; expected some of {KINDS}")
+    # Kinds that run for some models only; the others run for every model.
+    only_for = {"applications_fit": APPLICATIONS, "trainer_torchvision_arch": TORCHVISION_MODELS,
+                "torchvision": TORCHVISION_MODELS}  # fmt: skip
+    kinds_of = {
+        model: [k for k in KINDS if k in wanted and model in only_for.get(k, [model])]
+        for model in models
+    }
+    if any("torchvision" in kinds for kinds in kinds_of.values()):
+        reason = torchvision_unavailable(args)
+        if reason:
+            print(f"torchvision: skipped ({reason})", flush=True)
+            for kinds in kinds_of.values():
+                if "torchvision" in kinds:
+                    kinds.remove("torchvision")
+    return kinds_of
+
+
+def main():
+    args = parse_args()
     # Before anything imports keras_resnet: the torchvision worker's interpreter may not have
     # TensorFlow.
     if args.worker:
@@ -428,28 +453,11 @@ def main():
     except ValueError as error:
         sys.exit(f"--models: {error}")
     models = {name: settings(args, name) for name in names}
-    wanted = args.kinds.split(",")
-    unknown = set(wanted) - set(KINDS)
-    if unknown:
-        sys.exit(f"--kinds: unknown {sorted(unknown)}; expected some of {KINDS}")
-    # Kinds that run for some models only; the others run for every model.
-    only_for = {"applications_fit": APPLICATIONS, "trainer_torchvision_arch": TORCHVISION_MODELS,
-                "torchvision": TORCHVISION_MODELS}  # fmt: skip
-    kinds_of = {
-        model: [k for k in KINDS if k in wanted and model in only_for.get(k, [model])]
-        for model in models
-    }
     print(f"load average {os.getloadavg()[0]:.2f}; " + ", ".join(
         f"{m}: batch {s['batch_size']}, {s['image_size']}x{s['image_size']}, {s['precision']}, "
         f"{s['steps_per_execution']} steps/execution, {s['warmup_steps']} warm-up + "
         f"{s['steps']} timed steps" for m, s in models.items()), flush=True)  # fmt: skip
-    if any("torchvision" in kinds for kinds in kinds_of.values()):
-        reason = torchvision_unavailable(args)
-        if reason:
-            print(f"torchvision: skipped ({reason})", flush=True)
-            for kinds in kinds_of.values():
-                if "torchvision" in kinds:
-                    kinds.remove("torchvision")
+    kinds_of = kinds_per_model(args, models)
 
     runs = {(model, kind): [] for model in models for kind in kinds_of[model]}
     fastest = {}

@@ -16,8 +16,7 @@ projection shortcut, ``conv2_block1_add``, ``conv2_block1_out``; ``conv2_block1_
 import keras
 from keras import layers, ops
 
-SHORTCUT_OPTIONS = ("A", "B", "C")
-STRIDE_POSITIONS = ("1x1", "3x3")
+from keras_resnet.settings import SHORTCUT_OPTIONS, STRIDE_POSITIONS
 
 # He et al., "Delving deep into rectifiers": zero-mean Gaussian with std sqrt(2 / fan_in).
 CONV_INITIALIZER = "he_normal"

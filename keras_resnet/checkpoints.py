@@ -31,13 +31,11 @@ import time
 import tensorflow as tf
 
 from keras_resnet import files
+from keras_resnet.settings import ON_DAMAGED
 
 MANIFEST_SUFFIX = ".manifest.json"
 DAMAGED_DIR = "damaged"
 NAME = "ckpt"  # tf.train.CheckpointManager's checkpoint_name
-# What a resume does when the newest checkpoint is damaged: resume from the newest whole one
-# before it (the damaged one set aside), or stop with the one-line error.
-ON_DAMAGED = ("previous", "stop")
 _CHUNK = 1 << 22
 
 

@@ -23,19 +23,12 @@ import os
 import time
 import typing
 
-from keras_resnet import files, flagfile, recipes
+from keras_resnet import files, flagfile, recipes, settings
+from keras_resnet.settings import MODEL_OPTION_FLAGS, NO_FLAG, flag_text
 
 EXPERIMENT_FILE = "events.out.tfevents.hparams-experiment"
 SESSION_FILE = "events.out.tfevents.hparams-session"
 
-# TrainConfig.model_options holds these trainer flags; every other field is a flag of its own
-# name, except lr_decay_factor (no flag) and model_dir (which names the run, not a setting).
-MODEL_OPTION_FLAGS = ("shortcut", "stride_position", "bn_synchronized")
-NO_FLAG = ("lr_decay_factor",)
-# The flag value that stands for "the dataset's recipe" (TrainConfig.augmentation None).
-AUGMENTATION_AUTO = "auto"
-# The flag value that stands for None in flags that accept one (see trainers/common.py).
-NONE = "none"
 # flags.txt's first and last lines (keras_resnet/flagfile.py checks a given one ends).
 FLAGFILE_HEADER, FLAGFILE_END = flagfile.HEADER, flagfile.END
 
@@ -114,14 +107,6 @@ def config_from_record(record):
     return train_config(**values)
 
 
-def _number(value):
-    """Shortest text that reads back as the same number ("30" for 30.0, "0.1")."""
-    if isinstance(value, bool) or not isinstance(value, float):
-        return str(value)
-    text = repr(value)
-    return text[:-2] if text.endswith(".0") else text
-
-
 def flag_values(record):
     """{flag name: typed value} of the trainer flags that a record sets (model options
     expanded into their flags; None kept)."""
@@ -134,17 +119,6 @@ def flag_values(record):
         elif key not in NO_FLAG:
             values[key] = value
     return dict(sorted(values.items()))
-
-
-def flag_text(value):
-    """A typed flag value as the text a flag takes ("true", "30,60", "none")."""
-    if value is None:
-        return NONE
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(_number(item) for item in value)
-    return _number(value)
 
 
 def flagfile_text(record, model_dir=None):
@@ -161,9 +135,7 @@ def flagfile_text(record, model_dir=None):
     for name, value in values.items():
         if value is None and name in ("data_dir", "shortcut", "stride_position", "data_service"):
             continue  # None in every trainer; these flags take no "none"
-        if name == "augmentation" and value is None:
-            value = AUGMENTATION_AUTO
-        lines.append(f"--{name}={flag_text(value)}")
+        lines.append(f"--{name}={flag_text(settings.flag_value(name, value))}")
     return "\n".join([*lines, FLAGFILE_END]) + "\n"
 
 
@@ -185,11 +157,10 @@ def hparam_values(config):
     for name, value in flag_values(flags_record(config)).items():
         if name == "model_dir":
             continue
-        if name == "augmentation" and value is None:
-            value = AUGMENTATION_AUTO
+        value = settings.flag_value(name, value)
         if value is None:
             continue
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, list):
             value = flag_text(value)
         values[name] = value
     return values
@@ -202,7 +173,7 @@ def metrics(eval_split="validation"):
     side by side), then training's top-1 error and loss."""
     from tensorboard.plugins.hparams import api as hp
 
-    splits = [eval_split] + [s for _, s in recipes.FINAL_SPLITS.values() if s != eval_split]
+    splits = [eval_split] + [s for _, s in settings.FINAL_SPLITS.values() if s != eval_split]
     names = [("top1_error", "top-1 error"), ("top5_error", "top-5 error"), ("loss", "loss"),
              ("top1_error_ten_crop", "10-crop top-1 error")]  # fmt: skip
     found = [hp.Metric(tag, group=split, display_name=f"{split} {label}",
@@ -218,12 +189,12 @@ def _domains():
     enums = dict(
         shortcut=("A", "B", "C"),
         stride_position=("1x1", "3x3"),
-        lr_schedule=recipes.SCHEDULES,
-        mixed_precision=recipes.PRECISIONS,
-        jit_compile=recipes.JIT_MODES,
-        final_eval_mode=recipes.EVAL_MODES,
-        final_split=tuple(recipes.FINAL_SPLITS),
-        augmentation=(AUGMENTATION_AUTO, *recipes.AUGMENTATIONS),
+        lr_schedule=settings.SCHEDULES,
+        mixed_precision=settings.PRECISIONS,
+        jit_compile=settings.JIT_MODES,
+        final_eval_mode=settings.EVAL_MODES,
+        final_split=tuple(settings.FINAL_SPLITS),
+        augmentation=settings.AUGMENTATION_FLAG_CHOICES,
     )
     return enums
 
@@ -288,5 +259,5 @@ def write_session(config):
 def write_run_hparams(config):
     """A run's HParams at its root: the experiment and the run's session (replacing those of
     an earlier start). For the chief to call once the run's checks have passed."""
-    write_experiment(config.model_dir, recipes.FINAL_SPLITS[config.final_split][1])
+    write_experiment(config.model_dir, settings.FINAL_SPLITS[config.final_split][1])
     write_session(config)

@@ -113,6 +113,18 @@ def _head(x, include_top, pooling, classes, classifier_activation):
     return x
 
 
+def _stages(x, family, depth, bn, **block_options):
+    """The stages conv2_x, conv3_x, ... of the depth's table: each downsamples (stride 2) in
+    its first block, except the first stage, which follows the stem's downsampling."""
+    spec = family.specs[depth]
+    for stage, (filters, count) in enumerate(zip(family.filters, spec.repeats)):
+        for index in range(count):
+            x = block(x, filters, 2 if stage > 0 and index == 0 else 1,
+                      f"conv{stage + 2}_block{index + 1}", bottleneck=spec.bottleneck,
+                      **block_options, **bn)  # fmt: skip
+    return x
+
+
 def resnet(
     depth,
     *,
@@ -167,21 +179,8 @@ def resnet(
     inputs = _inputs(family, include_top, input_tensor, input_shape)
     bn = dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, bn_synchronized=bn_synchronized)
     x = _stem(inputs, family, preactivation, bn)
-    spec = family.specs[depth]
-    for stage, (filters, count) in enumerate(zip(family.filters, spec.repeats)):
-        for index in range(count):
-            x = block(
-                x,
-                filters,
-                2 if stage > 0 and index == 0 else 1,
-                f"conv{stage + 2}_block{index + 1}",
-                bottleneck=spec.bottleneck,
-                residual=residual,
-                shortcut=shortcut,
-                stride_position=stride_position,
-                preactivation=preactivation,
-                **bn,
-            )
+    x = _stages(x, family, depth, bn, residual=residual, shortcut=shortcut,
+                stride_position=stride_position, preactivation=preactivation)  # fmt: skip
     if preactivation:  # the 2016 paper's extra activation after the last addition
         x = batch_norm(x, "post", **bn)
     x = _head(x, include_top, pooling, classes, classifier_activation)

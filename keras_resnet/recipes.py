@@ -1,5 +1,5 @@
-"""The papers' training recipes as TrainConfig settings, each number once, and the choices a
-TrainConfig's fields take.
+"""The papers' training recipes as TrainConfig settings, each number once (the choices a
+TrainConfig's fields take are keras_resnet.settings').
 
 A recipe is a read-only mapping from TrainConfig field names to typed
 values (tuples, floats, None for "the dataset's own"), so `TrainConfig(model_dir=...,
@@ -35,25 +35,6 @@ before they start TensorFlow (their --help and flag errors answer at once).
 import dataclasses
 import types
 from typing import Optional
-
-# ---------------------------------------------------------------------------------------
-# The choices a TrainConfig's fields (and the trainers' flags) take. keras_resnet.training
-# imports these; blocks.SHORTCUT_OPTIONS, blocks.STRIDE_POSITIONS and
-# data.preprocessing.AUGMENTATIONS are their modules' own (tests check that they agree).
-
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-SCHEDULES = ("step", "cosine")
-JIT_MODES = ("auto", "on", "off")
-EVAL_MODES = ("center", "ten_crop")
-# What a run trains on and evaluates, by final_split: "validation" holds a split out of the
-# training data to choose a schedule; "test" trains on every training image and reports the
-# test set, as the paper's final CIFAR-10 numbers (Table 6) do.
-FINAL_SPLITS = {"validation": ("train", "validation"), "test": ("trainval", "test")}
-AUGMENTATIONS = ("paper", "inception", "cifar", "none")
-SHORTCUT_OPTIONS = ("A", "B", "C")
-STRIDE_POSITIONS = ("1x1", "3x3")
-
 
 def _recipe(**settings):
     return types.MappingProxyType(settings)

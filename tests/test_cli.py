@@ -20,7 +20,6 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from keras_resnet import hparams, recipes, runs, training
-from keras_resnet.data import preprocessing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINERS = os.path.join(REPO, "trainers")
@@ -123,10 +122,6 @@ def test_flag_table_in_the_docs_is_generated_from_the_definitions():
         "docs/training.md's flag table is stale: run python trainers/common.py docs/training.md")
     for name in defined(recipes.IMAGENET):
         assert f"`--{name}`" in text or f"`--[no]{name}`" in text
-
-
-def test_augmentation_flag_offers_the_pipelines_choices():
-    assert common.AUGMENTATIONS == (hparams.AUGMENTATION_AUTO, *preprocessing.AUGMENTATIONS)
 
 
 def test_tensorflow_datasets_can_prepare_data():

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from keras_resnet import blocks, recipes, training
-from keras_resnet.data import preprocessing
+from keras_resnet import recipes, settings, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINERS = os.path.join(REPO, "trainers")
@@ -35,7 +34,7 @@ def test_cifar10_recipe_is_the_papers_section_4_2():
     assert r["train_steps"] == 64000 and r["lr_decay_steps"] == (32000, 48000)
     assert r["augmentation"] == "cifar" and r["dataset"] == "cifar10"
     assert r["final_split"] == "validation"  # the 45k/5k train/validation split
-    assert recipes.FINAL_SPLITS["validation"] == ("train", "validation")
+    assert settings.FINAL_SPLITS["validation"] == ("train", "validation")
 
 
 def test_recipes_are_typed_trainconfig_settings():
@@ -80,16 +79,6 @@ def test_resnet110_warm_starts_at_0_01_for_400_iterations_unless_the_user_sets_i
     assert (config.warm_start_learning_rate, config.warm_start_steps) == (0.02, 5)
     assert recipes.warm_start_for("resnet110", given={"warm_start_learning_rate"}) == {
         "warm_start_steps": 400}  # fmt: skip
-
-
-def test_choices_are_the_librarys():
-    assert training.STRATEGIES is recipes.STRATEGIES
-    assert training.FINAL_SPLITS is recipes.FINAL_SPLITS
-    assert (training.PRECISIONS, training.SCHEDULES, training.JIT_MODES, training.EVAL_MODES) == (
-        recipes.PRECISIONS, recipes.SCHEDULES, recipes.JIT_MODES, recipes.EVAL_MODES)  # fmt: skip
-    assert recipes.AUGMENTATIONS == preprocessing.AUGMENTATIONS
-    assert recipes.SHORTCUT_OPTIONS == blocks.SHORTCUT_OPTIONS
-    assert recipes.STRIDE_POSITIONS == blocks.STRIDE_POSITIONS
 
 
 # What a trainer defines, in a fresh process: its flags' defaults as TrainConfig values, and

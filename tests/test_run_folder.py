@@ -114,12 +114,6 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
     assert os.path.getsize(run_lock.lock_path(model_dir)) == 0  # it names no holder now
 
 
-def test_the_trainers_offer_the_choices_of_a_resume_from_a_damaged_checkpoint():
-    import common  # trainers/common.py (test_cli put trainers/ on the path)
-
-    assert common.ON_DAMAGED == checkpoints.ON_DAMAGED
-
-
 def test_a_second_writer_is_refused_at_once_and_a_killed_one_changes_nothing(tmp_path,
                                                                             finished_run):
     model_dir = str(tmp_path / "run")

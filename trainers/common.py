@@ -4,9 +4,9 @@ Each trainer (imagenet.py, cifar10.py, compare.py) names its recipe (keras_resne
 which gives its flags' defaults; every flag maps one-to-one to a field of
 keras_resnet.training.TrainConfig, or chooses the strategy or an output, and a run is the
 recipe with the flags the user gave in its place. Until training starts this module needs
-only absl and keras_resnet/recipes.py: `--help` answers at once, flag and
-path errors are one line (`error: --flag...`) before TensorFlow is imported, and TensorFlow's
-start-up lines are hidden unless --verbose (import_quietly).
+only absl and keras_resnet's standard-library modules (settings, recipes): `--help` answers
+at once, flag and path errors are one line (`error: --flag...`) before TensorFlow is
+imported, and TensorFlow's start-up lines are hidden unless --verbose (import_quietly).
 
     python trainers/common.py                     prints the flag tables of docs/training.md
     python trainers/common.py docs/training.md    rewrites them there
@@ -14,7 +14,6 @@ start-up lines are hidden unless --verbose (import_quietly).
 
 import contextlib
 import importlib
-import importlib.util
 import json
 import os
 import re
@@ -24,69 +23,35 @@ import tempfile
 from absl import flags
 from absl import logging as absl_logging
 
-# Importable from a source checkout without `pip install`.
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-
-def _import_light(module_name="recipes"):
-    """keras_resnet.<module_name> (one that needs only the standard library), without running
-    keras_resnet/__init__.py first when the package is not imported yet (it imports Keras,
-    hence TensorFlow: seconds, and its start-up lines before import_quietly can hide them).
-    The module is registered under its own name, so the package's later imports of it find
-    this one."""
-    name = f"keras_resnet.{module_name}"
-    if name in sys.modules or "keras_resnet" in sys.modules:
-        return importlib.import_module(name)
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(REPO, "keras_resnet", f"{module_name}.py"))  # fmt: skip
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-recipes = _import_light("recipes")
-run_lock = _import_light("run_lock")
-flagfile = _import_light("flagfile")
+try:  # standard library only (keras_resnet/__init__.py imports its Keras modules on first use)
+    from keras_resnet import flagfile, recipes, run_lock
+except ModuleNotFoundError as error:
+    if error.name != "keras_resnet":
+        raise
+    sys.exit("error: the keras_resnet package is not installed: run `pip install -e .` in the "
+             "repository's root first (README, Quick start)")
+from keras_resnet.settings import (
+    AUGMENTATION_FLAG_CHOICES,
+    EVAL_MODES,
+    FINAL_SPLITS,
+    JIT_MODES,
+    MODEL_OPTION_FLAGS,
+    ON_DAMAGED,
+    PRECISIONS,
+    SCHEDULES,
+    SHORTCUT_OPTIONS,
+    STRATEGIES,
+    STRIDE_POSITIONS,
+    flag_value,
+    number_text,
+    typed_value,
+)
 
 FLAGS = flags.FLAGS
 
-MODEL_OPTION_FLAGS = ("shortcut", "stride_position", "bn_synchronized")
 # The flags that are no TrainConfig field: where to train and what else to write.
 RUN_FLAGS = ("strategy", "devices", "cpu_devices", "tpu", "result_file", "verbose",
              "on_damaged_checkpoint")  # fmt: skip
-# --on_damaged_checkpoint's choices (keras_resnet.checkpoints.ON_DAMAGED; a test checks).
-ON_DAMAGED = ("previous", "stop")
-# The pipelines' augmentations, plus "auto": the dataset's recipe (None).
-AUGMENTATION_AUTO = "auto"
-AUGMENTATIONS = (AUGMENTATION_AUTO, *recipes.AUGMENTATIONS)
-# The flags whose values are lists, and the number type of their items.
-NUMBER_LISTS = {"lr_decay_epochs": float, "lr_decay_steps": int, "profile_steps": int}
-
-
-def flag_value(name, value):
-    """A TrainConfig field's value in flag form: lists for tuples, "auto" for augmentation None."""
-    if name == "augmentation" and value is None:
-        return AUGMENTATION_AUTO
-    return list(value) if isinstance(value, tuple) else value
-
-
-def typed_value(name, value):
-    """A flag's value as its TrainConfig field takes it (the inverse of flag_value)."""
-    if name == "augmentation" and value == AUGMENTATION_AUTO:
-        return None
-    if name == "lr_decay_epochs":
-        return tuple(float(item) for item in value or ())
-    if name in NUMBER_LISTS and value is not None:
-        return tuple(NUMBER_LISTS[name](item) for item in value)
-    return value
-
-
-def _number_text(value):
-    """"30" for 30.0, "0.1", "32000": the shortest text that reads back as the same number."""
-    text = repr(value)
-    return text[:-2] if isinstance(value, float) and text.endswith(".0") else text
 
 
 class _NumberListParser(flags.ArgumentParser):
@@ -121,7 +86,7 @@ class _NumberListParser(flags.ArgumentParser):
 
 class _NumberListSerializer(flags.ArgumentSerializer):
     def serialize(self, value):
-        return ",".join(_number_text(item) for item in value)
+        return ",".join(number_text(item) for item in value)
 
 
 class _OptionalNumberParser(flags.ArgumentParser):
@@ -200,9 +165,9 @@ def define_flags(flag_values=FLAGS, recipe=recipes.IMAGENET, exclude=()):
 
     define(flags.DEFINE_string, "model", default("model"),
            "Model name, e.g. resnet50, plain34, resnet56.")
-    define(flags.DEFINE_enum, "shortcut", None, list(recipes.SHORTCUT_OPTIONS),
+    define(flags.DEFINE_enum, "shortcut", None, list(SHORTCUT_OPTIONS),
            "Shortcut option (paper section 3.3); default: the paper's choice for the depth.")
-    define(flags.DEFINE_enum, "stride_position", None, list(recipes.STRIDE_POSITIONS),
+    define(flags.DEFINE_enum, "stride_position", None, list(STRIDE_POSITIONS),
            "Bottleneck stride on the first 1x1 (the paper) or on the 3x3 ('v1.5').")
     define(flags.DEFINE_bool, "bn_synchronized", False,
            "BatchNorm statistics over all replicas' batches.")
@@ -220,7 +185,7 @@ def define_flags(flag_values=FLAGS, recipe=recipes.IMAGENET, exclude=()):
            "Learning rate at a batch of --lr_reference_batch, scaled linearly with --batch_size.")
     number(int, "lr_reference_batch", None,
            "The batch size at which --base_learning_rate applies as given.")
-    define(flags.DEFINE_enum, "lr_schedule", default("lr_schedule"), list(recipes.SCHEDULES),
+    define(flags.DEFINE_enum, "lr_schedule", default("lr_schedule"), list(SCHEDULES),
            "Learning-rate schedule: step (divided by 10 at the decay points) or cosine.")
     number_list(float, "lr_decay_epochs", None,
                 "Epochs at which the step schedule divides the rate by 10.", "30,60")
@@ -236,24 +201,24 @@ def define_flags(flag_values=FLAGS, recipe=recipes.IMAGENET, exclude=()):
     number(float, "weight_decay", None,
            "Coupled L2 decay on conv and dense kernels (0.5 * wd * ||w||^2).")
     number(float, "label_smoothing", 0.0, "Label smoothing (not in the paper).")
-    define(flags.DEFINE_enum, "augmentation", default("augmentation"), list(AUGMENTATIONS),
+    define(flags.DEFINE_enum, "augmentation", default("augmentation"), list(AUGMENTATION_FLAG_CHOICES),
            "Training augmentation. auto: the dataset's recipe (cifar for CIFAR-10, paper "
            "otherwise); paper: the paper's scale augmentation; inception: random-resized crops; "
            "cifar: 4-pixel padding, random 32x32 crop, flip.")
     define(flags.DEFINE_bool, "lighting", False, "Krizhevsky PCA lighting noise (alphastd 0.1).")
-    define(flags.DEFINE_enum, "mixed_precision", "float32", list(recipes.PRECISIONS),
+    define(flags.DEFINE_enum, "mixed_precision", "float32", list(PRECISIONS),
            "Compute precision; logits and loss stay float32.")
-    define(flags.DEFINE_enum, "jit_compile", "auto", list(recipes.JIT_MODES),
+    define(flags.DEFINE_enum, "jit_compile", "auto", list(JIT_MODES),
            "XLA: auto is on for GPU/TPU and off on CPU (where it is slower).")
     number(int, "steps_per_execution", None, "Training steps per tf.function call.")
     number(int, "eval_every_epochs", 1, "Evaluate every N epochs (0: only at the end).")
     define(flags.DEFINE_bool, "evaluate", True,
            "Evaluate on the evaluation split (--noevaluate: never, e.g. to measure training "
            "throughput on --dataset=synthetic).")
-    define(flags.DEFINE_enum, "final_eval_mode", "center", list(recipes.EVAL_MODES),
+    define(flags.DEFINE_enum, "final_eval_mode", "center", list(EVAL_MODES),
            "Extra evaluation at the end: ten_crop is the paper's 10-crop testing.")
     define(flags.DEFINE_enum, "final_split", default("final_split", "validation"),
-           list(recipes.FINAL_SPLITS),
+           list(FINAL_SPLITS),
            "validation: train on the training split and evaluate on the held-out validation "
            "split (to choose a schedule); test: train on every training image (train + "
            "validation) and evaluate on the test split, as the paper's final CIFAR-10 numbers "
@@ -279,7 +244,7 @@ def define_flags(flag_values=FLAGS, recipe=recipes.IMAGENET, exclude=()):
            "stays local; none: all input in this process (docs/data.md).")
     define(flags.DEFINE_string, "model_dir", default("model_dir", None),
            "Run folder: checkpoints, TensorBoard logs, run.json, flags.txt. Resumed if it exists.")
-    define(flags.DEFINE_enum, "strategy", "default", list(recipes.STRATEGIES),
+    define(flags.DEFINE_enum, "strategy", "default", list(STRATEGIES),
            "tf.distribute strategy.")
     define(flags.DEFINE_list, "devices", None,
            "Devices for mirrored/one_device, e.g. /gpu:0,/gpu:1.")
@@ -433,10 +398,6 @@ def import_quietly(*modules, verbose=None):
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     with _stderr_to_temporary_file() if quiet else contextlib.nullcontext():
         imported = [importlib.import_module(module) for module in modules]
-    package = sys.modules.get("keras_resnet")
-    for light in (recipes, run_lock, flagfile):  # loaded before their package (_import_light)
-        if package is not None and not hasattr(package, light.__name__.rsplit(".", 1)[1]):
-            setattr(package, light.__name__.rsplit(".", 1)[1], light)
     return imported
 
 
@@ -543,9 +504,9 @@ def _default_text(flag):
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
     if isinstance(value, list):
-        return f"`{','.join(_number_text(v) for v in value)}`"
+        return f"`{','.join(number_text(v) for v in value)}`"
     if isinstance(value, float):
-        return f"`{_number_text(value)}`"
+        return f"`{number_text(value)}`"
     return f"`{value}`"
 
 

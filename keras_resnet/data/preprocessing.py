@@ -17,7 +17,7 @@ image first.
 import numpy as np
 import tensorflow as tf
 
-AUGMENTATIONS = ("paper", "inception", "cifar", "none")
+from keras_resnet.settings import AUGMENTATIONS
 EVAL_MODES = ("center", "ten_crop", "multi_scale")
 
 # The paper's scale augmentation range and test scales, for 224x224 crops; other image

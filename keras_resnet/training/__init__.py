@@ -18,14 +18,14 @@ optimizer, checkpoint), inputs, evaluation, signals, profiler, and loop (train i
 package's names are the public ones.
 """
 
-from keras_resnet.recipes import (
+from keras_resnet.recipes import TrainConfig
+from keras_resnet.settings import (
     EVAL_MODES,
     FINAL_SPLITS,
     JIT_MODES,
     PRECISIONS,
     SCHEDULES,
     STRATEGIES,
-    TrainConfig,
 )
 from keras_resnet.training.checks import MAX_IMAGE_SIZE, validate
 from keras_resnet.training.loop import TrainingDiverged, train
@@ -35,7 +35,7 @@ from keras_resnet.training.steps import decayed_variables, train_loss, weight_de
 from keras_resnet.training.strategy import cpu_info, make_strategy
 
 __all__ = [
-    # TrainConfig and its fields' choices (keras_resnet.recipes')
+    # TrainConfig and its fields' choices (keras_resnet.settings')
     "TrainConfig", "EVAL_MODES", "FINAL_SPLITS", "JIT_MODES", "PRECISIONS", "SCHEDULES",
     "STRATEGIES",
     "MAX_IMAGE_SIZE", "validate",

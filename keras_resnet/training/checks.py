@@ -5,7 +5,7 @@ need them (the batch against the replicas, a split the dataset lacks) are train(
 import math
 
 from keras_resnet.models import canonical_name
-from keras_resnet.recipes import EVAL_MODES, FINAL_SPLITS, JIT_MODES, PRECISIONS, SCHEDULES
+from keras_resnet.settings import EVAL_MODES, FINAL_SPLITS, JIT_MODES, PRECISIONS, SCHEDULES
 from keras_resnet.recipes import data_service_address as data_address
 
 MAX_IMAGE_SIZE = 2048

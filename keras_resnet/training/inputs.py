@@ -7,7 +7,7 @@ import os
 import tensorflow as tf
 
 from keras_resnet import data as data_lib
-from keras_resnet.recipes import FINAL_SPLITS
+from keras_resnet.settings import FINAL_SPLITS
 
 
 class Inputs:

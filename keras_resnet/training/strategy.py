@@ -3,7 +3,7 @@ on accelerators only, a warning where a mixed precision would be emulated on a C
 
 import tensorflow as tf
 
-from keras_resnet.recipes import STRATEGIES
+from keras_resnet.settings import STRATEGIES
 
 
 def make_strategy(name, devices=None, cpu_devices=0, tpu=None):

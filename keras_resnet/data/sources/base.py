@@ -65,42 +65,39 @@ class DatasetInfo:
         )
 
 
-def _imagenet_like(name, class_names, num_train, num_validation, data_dir=None, image_size=None,
-                   num_test=0):  # fmt: skip
-    imagenet = family_defaults("imagenet")
+def _family_like(family, name, class_names, num_train, num_validation, *, num_test=0,
+                 num_trainval=0, data_dir=None, image_size=None, mean=None, std=None):  # fmt: skip
+    """The DatasetInfo of a dataset whose input is `family`'s ("imagenet" or "cifar":
+    data.spec.family_defaults), with its own counts and, where given, statistics."""
+    defaults = family_defaults(family)
     return DatasetInfo(
         name=name,
         num_classes=len(class_names),
         class_names=tuple(class_names),
         num_train_examples=num_train,
         num_validation_examples=num_validation,
-        default_image_size=image_size or imagenet.image_size,
-        mean=imagenet.mean,
-        std=imagenet.std,
-        center_crop_fraction=imagenet.center_crop_fraction,
-        num_test_examples=num_test,
-        data_dir=data_dir,
-    )
-
-
-def _cifar_like(name, class_names, num_train, num_validation, num_test, data_dir=None,
-                image_size=None, mean=None, std=None, num_trainval=0):  # fmt: skip
-    cifar = family_defaults("cifar")
-    return DatasetInfo(
-        name=name,
-        num_classes=len(class_names),
-        class_names=tuple(class_names),
-        num_train_examples=num_train,
-        num_validation_examples=num_validation,
-        default_image_size=image_size or cifar.image_size,
-        mean=tuple(mean or cifar.mean),
-        std=tuple(std or cifar.std),
-        center_crop_fraction=cifar.center_crop_fraction,
-        default_augmentation="cifar",
+        default_image_size=image_size or defaults.image_size,
+        mean=tuple(mean or defaults.mean),
+        std=tuple(std or defaults.std),
+        center_crop_fraction=defaults.center_crop_fraction,
+        default_augmentation="cifar" if family == "cifar" else "paper",
         num_test_examples=num_test,
         data_dir=data_dir,
         num_trainval_examples=num_trainval,
     )
+
+
+def _imagenet_like(name, class_names, num_train, num_validation, data_dir=None, image_size=None,
+                   num_test=0):  # fmt: skip
+    return _family_like("imagenet", name, class_names, num_train, num_validation,
+                        num_test=num_test, data_dir=data_dir, image_size=image_size)  # fmt: skip
+
+
+def _cifar_like(name, class_names, num_train, num_validation, num_test, data_dir=None,
+                image_size=None, mean=None, std=None, num_trainval=0):  # fmt: skip
+    return _family_like("cifar", name, class_names, num_train, num_validation,
+                        num_test=num_test, num_trainval=num_trainval, data_dir=data_dir,
+                        image_size=image_size, mean=mean, std=std)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -223,14 +223,6 @@ def _pass_dataset(source, name, split, fn, batch_size, read, repeat=False):
         drop_remainder=False, pad=False)  # fmt: skip
 
 
-def _with_options(ds, deterministic):
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    options.experimental_optimization.map_parallelization = True
-    options.threading.max_intra_op_parallelism = 1  # as make_dataset: see pipeline.py
-    return ds.with_options(options)
-
-
 class TrainingService:
     """The training streams of one run through the tf.data service at `address`
     (grpc://HOST:PORT); checks at once that a dispatcher answers there."""
@@ -283,7 +275,7 @@ class TrainingService:
         read = sources.ReadOptions(training=True, seed=seed, deterministic=config.deterministic)
         ds = _pass_dataset(source, f"{config.dataset} {split}", split, fn, batch_size, read,
                            repeat)  # fmt: skip
-        return self._job(_with_options(ds, config.deterministic), job_name)
+        return self._job(pipeline._with_options(ds, config.deterministic), job_name)
 
     def training_dataset(self, config, split, input_context, *, image_size, epoch, skip_steps,
                          steps_per_epoch):  # fmt: skip

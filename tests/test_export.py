@@ -655,6 +655,53 @@ def test_warmup_file_holds_prediction_logs_for_both_signatures(kind, exports, se
         assert list(out["official_signatures"]) == signatures
 
 
+def warmup_records(path):
+    file = os.path.join(path, "assets.extra", export.WARMUP_FILE)
+    return [record.numpy() for record in tf.data.TFRecordDataset(file)]
+
+
+def test_warmup_records_parse_back_to_the_requests(exported, run_dir):
+    """protobuf's own parser (the PredictionLog classes, declared by tensorflow/serving's field
+    numbers) reads each record back as exactly the request warmup_requests makes for this
+    export, its tensors through TensorFlow's TensorProto and tf.make_ndarray; the session
+    process above reads the same records with a wire-format reader of its own."""
+    from tensorflow.core.framework import tensor_pb2
+
+    signatures = export.ServingSignatures.from_spec(
+        reference_model(run_dir), runs.input_spec(RUN_CONFIG)
+    )
+    expected = export.warmup_requests(signatures)
+    records = warmup_records(exported)
+    assert len(records) == len(expected) == 4
+    PredictionLog = export.warmup.message_classes()["PredictionLog"]
+    for record, (name, inputs) in zip(records, expected):
+        log = PredictionLog.FromString(record)
+        assert log.WhichOneof("log_type") == "predict_log"
+        request = log.predict_log.request
+        assert request.model_spec.signature_name == name
+        assert request.model_spec.name == "resnet20"  # the base folder's name
+        assert sorted(request.inputs) == sorted(inputs)
+        for key, value in inputs.items():
+            proto = tensor_pb2.TensorProto.FromString(request.inputs[key].SerializeToString())
+            array = tf.make_ndarray(proto)
+            assert array.dtype == value.dtype and array.shape == value.shape
+            np.testing.assert_array_equal(array, value)
+        # Written deterministically: the same request serialises to the same bytes.
+        assert export.prediction_log(name, inputs, "resnet20") == record
+        read_name, read_inputs, model_name = export.read_prediction_log(record)
+        assert (read_name, sorted(read_inputs), model_name) == (name, sorted(inputs), "resnet20")
+
+
+def test_warmup_records_are_tensorflow_serving_apis_bytes(exported):
+    """Where tensorflow-serving-api is installed (it is not a dependency): its PredictionLog
+    reads every record, and serialises the request it read to the same bytes."""
+    prediction_log_pb2 = pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
+    for record in warmup_records(exported):
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        assert log.WhichOneof("log_type") == "predict_log"
+        assert log.SerializeToString(deterministic=True) == record
+
+
 def test_mixed_precision_exports_float32_close_to_the_mixed_model(exports, session_process):
     """Runs trained in mixed_float16 / mixed_bfloat16 export float32 outputs (the float32
     restoration, compared in the session-loader test above) that agree with the mixed model
@@ -815,7 +862,7 @@ def test_tflite_matches_keras_model(run_dir, tmp_path):
     weight a constant (BatchNorm folded into the convolutions), not a resource variable."""
     path = export.export_run(run_dir, str(tmp_path / "serving"), tflite=True)
     with open(os.path.join(path, export.TFLITE_FILE), "rb") as f:
-        interpreter = export._tflite_interpreter(f.read())
+        interpreter = export.tflite_interpreter(f.read())
     operators = {op["op_name"] for op in interpreter._get_ops_details()}
     assert not {"VAR_HANDLE", "READ_VARIABLE"} & operators, operators
     assert "CONV_2D" in operators

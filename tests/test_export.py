@@ -988,6 +988,73 @@ def test_export_weights_without_a_run(exports):
     assert out["class_names"].numpy()[0, 0].decode().startswith("shape ")
 
 
+def test_export_weights_imagenet_names_the_table_and_takes_timm_statistics(tmp_path,
+                                                                          monkeypatch):
+    """weights="imagenet" for a PreAct net: the metadata records "imagenet" and the published
+    checkpoint weights.IMAGENET pins (not a path made of the word), and the graph normalises
+    as timm's resnetv2 weights expect (image / 127.5 - 1), not with torchvision's statistics.
+    The Keras cache is pre-filled with a generated checkpoint in timm's naming, so nothing is
+    fetched (the mirror is a closed port on 127.0.0.1)."""
+    import safetensors.numpy
+    from test_pretrained import timm_preact_state
+
+    import keras_resnet
+    from keras_resnet import weights as weight_sources
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv(weight_sources.MIRROR_VARIABLE, "http://127.0.0.1:9")
+    monkeypatch.chdir(tmp_path)
+    checkpoint = weight_sources.IMAGENET["preact18"]
+    cached = os.path.join(weight_sources.cache_dir(), weight_sources.cached_name(checkpoint))
+    safetensors.numpy.save_file(timm_preact_state(18), cached)
+    path = export.export_weights(
+        "PreAct-18", "imagenet", str(tmp_path / "serving"), image_size=SIZE,
+        warmup_batch_sizes=(1,),
+    )  # fmt: skip
+    with open(os.path.join(path, "assets.extra", export.METADATA_FILE)) as f:
+        metadata = json.load(f)
+    assert metadata["source"] == "weights" and metadata["weights"] == "imagenet"
+    assert metadata["weights_file"] == checkpoint.file
+    assert metadata["weights_source"] == checkpoint.source
+    assert metadata["mean"] == [127.5] * 3 and metadata["std"] == [127.5] * 3
+    with export.float32_policy():
+        model = keras_resnet.models.build(
+            "preact18", classes=1000, input_shape=(SIZE, SIZE, 3), classifier_activation=None,
+            weights="imagenet",
+        )  # fmt: skip
+    x = sample_images(2)
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))
+    logits = model(keras_resnet.preprocess_input(x, mode="tf"), training=False)
+    expected = tf.nn.softmax(logits).numpy()
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    assert not os.path.exists(tmp_path / "imagenet")
+
+
+def test_export_weights_statistics_follow_the_weights():
+    """mean/std by weights source: torchvision's for ResNet nets, timm's resnetv2 for PreAct
+    nets ("imagenet" or a torch checkpoint); a Keras weights file says nothing, so the
+    family's defaults stand; given values win."""
+    from keras_resnet import pretrained
+
+    torchvision = (pretrained.TORCHVISION_MEAN, pretrained.TORCHVISION_STD)
+    timm = (pretrained.TIMM_PREACT_MEAN, pretrained.TIMM_PREACT_STD)
+    imagenet = spec_lib.family_defaults("imagenet")
+    cases = [
+        ("resnet50", "imagenet", torchvision),
+        ("resnet18", "resnet18.safetensors", torchvision),
+        ("preact50", "imagenet", timm),
+        ("preact18", "resnetv2_18.pth", timm),
+        ("preact18", "preact18.weights.h5", (imagenet.mean, imagenet.std)),
+        ("resnet20", "resnet20.weights.h5", (sources.CIFAR10_MEAN, sources.CIFAR10_STD)),
+    ]
+    for name, weights, (mean, std) in cases:
+        inputs = export.weights_input_spec(name, weights)
+        assert (inputs.mean, inputs.std) == (tuple(mean), tuple(std)), (name, weights)
+    given = export.weights_input_spec("preact50", "imagenet", mean=[1, 2, 3], std=[4, 5, 6])
+    assert (given.mean, given.std) == ((1, 2, 3), (4, 5, 6))
+    assert given.center_crop_fraction == 0.875 and given.num_classes == 1000
+
+
 def test_onnx_matches_saved_model(run_dir, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")

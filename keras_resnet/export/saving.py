@@ -17,6 +17,7 @@ import tempfile
 import tensorflow as tf
 
 from keras_resnet import models, run_lock, runs
+from keras_resnet import weights as weight_sources
 from keras_resnet.data import spec
 from keras_resnet.export import formats
 from keras_resnet.export.checks import ExportError
@@ -239,8 +240,9 @@ def read_class_names(path):
 def weights_input_spec(name, weights, *, image_size=None, num_classes=None, class_names=None,
                        class_names_file=None, mean=None, std=None, crop_fraction=None):  # fmt: skip
     """The InputSpec export_weights exports the builder `name` with: the model family's
-    defaults (spec.family_defaults), then the values given. Class names: `class_names`,
-    else `class_names_file`, else placeholders."""
+    defaults (spec.family_defaults), the mean and std that the weights themselves expect
+    where they say (weights.input_statistics: torchvision's or timm's), then the values
+    given. Class names: `class_names`, else `class_names_file`, else placeholders."""
     if class_names is None and class_names_file is not None:
         class_names = read_class_names(class_names_file)
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
@@ -248,10 +250,26 @@ def weights_input_spec(name, weights, *, image_size=None, num_classes=None, clas
     defaults = spec.family_defaults(models.family(name))
     if class_names is None:
         class_names = spec.class_placeholder_names(num_classes or defaults.num_classes)
-    return defaults.replace(
+    statistics = weight_sources.input_statistics(name, weights) or (None, None)
+    return defaults.replace(mean=statistics[0], std=statistics[1]).replace(
         image_size=image_size, mean=mean or None, std=std or None,
         center_crop_fraction=crop_fraction or None, class_names=class_names,
     )  # fmt: skip
+
+
+def _weights_record(name, weights):
+    """(the weights as errors name them, what the metadata records of them). "imagenet" is
+    recorded as that, with the published checkpoint the table pins for the builder."""
+    if weight_sources.is_imagenet(weights):
+        checkpoint = weight_sources.IMAGENET.get(name)
+        if checkpoint is None:  # the builder refuses it, with the reason, before this is used
+            return "weights='imagenet'", dict(weights="imagenet")
+        described = f"the ImageNet weights of {name} ({checkpoint.source})"
+        return described, dict(
+            weights="imagenet", weights_source=checkpoint.source, weights_file=checkpoint.file
+        )
+    path = os.fspath(weights)
+    return f"weights file {path}", dict(weights=os.path.abspath(path))
 
 
 def export_weights(
@@ -278,9 +296,10 @@ def export_weights(
 
     Defaults follow the model's family (keras_resnet.data.spec.family_defaults): ImageNet
     nets 224x224, 1000 classes, ImageNet mean/std, crop fraction 0.875; CIFAR nets 32x32, 10
-    classes, CIFAR-10 mean/std, crop fraction 1. Class names come from `class_names` or
-    `class_names_file` (one per line), else "class_0", "class_1", ... Returns the path of
-    the version folder written."""
+    classes, CIFAR-10 mean/std, crop fraction 1; the mean and std of timm's resnetv2 weights
+    (image / 127.5 - 1) for a PreAct net given "imagenet" or a torch checkpoint. Class names
+    come from `class_names` or `class_names_file` (one per line), else "class_0", "class_1",
+    ... Returns the path of the version folder written."""
     name = models.canonical_name(model_name)
     inputs = weights_input_spec(
         name, weights, image_size=image_size, num_classes=num_classes, class_names=class_names,
@@ -296,6 +315,7 @@ def export_weights(
             weights=weights,
             **(model_options or {}),
         )
+    described, record = _weights_record(name, weights)
     return export_model(
         model,
         output,
@@ -305,11 +325,7 @@ def export_weights(
         onnx=onnx,
         tflite=tflite,
         warmup_batch_sizes=warmup_batch_sizes,
-        source=f"weights file {os.fspath(weights)}",
-        metadata=dict(
-            source="weights",
-            weights=os.path.abspath(os.fspath(weights)),
-            model=name,
-            model_options=dict(model_options or {}),
-        ),
+        source=described,
+        metadata=dict(source="weights", **record, model=name,
+                      model_options=dict(model_options or {})),  # fmt: skip
     )

@@ -10,7 +10,7 @@
 Writes the next free version (or --version) atomically; an existing version is never
 overwritten. Signatures: serving_default (float32 images, 0..255 RGB) and serve_image_bytes
 (encoded JPEG/PNG strings), both returning probabilities, logits, classes and class_names
-(see keras_resnet/export.py), and TensorFlow Serving's warm-up requests for both in
+(see keras_resnet/export/), and TensorFlow Serving's warm-up requests for both in
 assets.extra/tf_serving_warmup_requests. Before the version appears, the export is loaded as
 TensorFlow Serving loads it (a TF1 session) and both signatures must answer as the model does.
 Weights with NaN or Inf values are refused. --onnx also writes model.onnx and --tflite

@@ -112,6 +112,19 @@ def is_imagenet(weights):
     return isinstance(weights, str) and weights == "imagenet"
 
 
+def input_statistics(name, weights):
+    """(mean, std) per RGB channel on the 0..255 scale that `weights` for the builder `name`
+    (e.g. "preact50") expect, where the weights themselves say: for "imagenet" and torch
+    checkpoints, torchvision's for the ResNet builders and timm's resnetv2 ones (image / 127.5
+    - 1) for the PreAct builders, the one naming each of them reads (keras_resnet.pretrained).
+    None for None and Keras weights files, which do not record how they were trained."""
+    if not (is_imagenet(weights) or is_torch_checkpoint(weights)):
+        return None
+    if name.startswith("preact"):
+        return pretrained.TIMM_PREACT_MEAN, pretrained.TIMM_PREACT_STD
+    return pretrained.TORCHVISION_MEAN, pretrained.TORCHVISION_STD
+
+
 def layout(depth, weights, shortcut, stride_position):
     """shortcut and stride_position, None replaced by the default: the papers' for the depth,
     or torchvision's layout for a torchvision/timm checkpoint or "imagenet" (which refuses

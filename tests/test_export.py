@@ -655,6 +655,53 @@ def test_warmup_file_holds_prediction_logs_for_both_signatures(kind, exports, se
         assert list(out["official_signatures"]) == signatures
 
 
+def warmup_records(path):
+    file = os.path.join(path, "assets.extra", export.WARMUP_FILE)
+    return [record.numpy() for record in tf.data.TFRecordDataset(file)]
+
+
+def test_warmup_records_parse_back_to_the_requests(exported, run_dir):
+    """protobuf's own parser (the PredictionLog classes, declared by tensorflow/serving's field
+    numbers) reads each record back as exactly the request warmup_requests makes for this
+    export, its tensors through TensorFlow's TensorProto and tf.make_ndarray; the session
+    process above reads the same records with a wire-format reader of its own."""
+    from tensorflow.core.framework import tensor_pb2
+
+    signatures = export.ServingSignatures.from_spec(
+        reference_model(run_dir), runs.input_spec(RUN_CONFIG)
+    )
+    expected = export.warmup_requests(signatures)
+    records = warmup_records(exported)
+    assert len(records) == len(expected) == 4
+    PredictionLog = export.warmup.message_classes()["PredictionLog"]
+    for record, (name, inputs) in zip(records, expected):
+        log = PredictionLog.FromString(record)
+        assert log.WhichOneof("log_type") == "predict_log"
+        request = log.predict_log.request
+        assert request.model_spec.signature_name == name
+        assert request.model_spec.name == "resnet20"  # the base folder's name
+        assert sorted(request.inputs) == sorted(inputs)
+        for key, value in inputs.items():
+            proto = tensor_pb2.TensorProto.FromString(request.inputs[key].SerializeToString())
+            array = tf.make_ndarray(proto)
+            assert array.dtype == value.dtype and array.shape == value.shape
+            np.testing.assert_array_equal(array, value)
+        # Written deterministically: the same request serialises to the same bytes.
+        assert export.prediction_log(name, inputs, "resnet20") == record
+        read_name, read_inputs, model_name = export.read_prediction_log(record)
+        assert (read_name, sorted(read_inputs), model_name) == (name, sorted(inputs), "resnet20")
+
+
+def test_warmup_records_are_tensorflow_serving_apis_bytes(exported):
+    """Where tensorflow-serving-api is installed (it is not a dependency): its PredictionLog
+    reads every record, and serialises the request it read to the same bytes."""
+    prediction_log_pb2 = pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
+    for record in warmup_records(exported):
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        assert log.WhichOneof("log_type") == "predict_log"
+        assert log.SerializeToString(deterministic=True) == record
+
+
 def test_mixed_precision_exports_float32_close_to_the_mixed_model(exports, session_process):
     """Runs trained in mixed_float16 / mixed_bfloat16 export float32 outputs (the float32
     restoration, compared in the session-loader test above) that agree with the mixed model
@@ -815,7 +862,7 @@ def test_tflite_matches_keras_model(run_dir, tmp_path):
     weight a constant (BatchNorm folded into the convolutions), not a resource variable."""
     path = export.export_run(run_dir, str(tmp_path / "serving"), tflite=True)
     with open(os.path.join(path, export.TFLITE_FILE), "rb") as f:
-        interpreter = export._tflite_interpreter(f.read())
+        interpreter = export.tflite_interpreter(f.read())
     operators = {op["op_name"] for op in interpreter._get_ops_details()}
     assert not {"VAR_HANDLE", "READ_VARIABLE"} & operators, operators
     assert "CONV_2D" in operators
@@ -939,6 +986,73 @@ def test_export_weights_without_a_run(exports):
         images=tf.constant(sample_images(2))
     )
     assert out["class_names"].numpy()[0, 0].decode().startswith("shape ")
+
+
+def test_export_weights_imagenet_names_the_table_and_takes_timm_statistics(tmp_path,
+                                                                          monkeypatch):
+    """weights="imagenet" for a PreAct net: the metadata records "imagenet" and the published
+    checkpoint weights.IMAGENET pins (not a path made of the word), and the graph normalises
+    as timm's resnetv2 weights expect (image / 127.5 - 1), not with torchvision's statistics.
+    The Keras cache is pre-filled with a generated checkpoint in timm's naming, so nothing is
+    fetched (the mirror is a closed port on 127.0.0.1)."""
+    import safetensors.numpy
+    from test_pretrained import timm_preact_state
+
+    import keras_resnet
+    from keras_resnet import weights as weight_sources
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv(weight_sources.MIRROR_VARIABLE, "http://127.0.0.1:9")
+    monkeypatch.chdir(tmp_path)
+    checkpoint = weight_sources.IMAGENET["preact18"]
+    cached = os.path.join(weight_sources.cache_dir(), weight_sources.cached_name(checkpoint))
+    safetensors.numpy.save_file(timm_preact_state(18), cached)
+    path = export.export_weights(
+        "PreAct-18", "imagenet", str(tmp_path / "serving"), image_size=SIZE,
+        warmup_batch_sizes=(1,),
+    )  # fmt: skip
+    with open(os.path.join(path, "assets.extra", export.METADATA_FILE)) as f:
+        metadata = json.load(f)
+    assert metadata["source"] == "weights" and metadata["weights"] == "imagenet"
+    assert metadata["weights_file"] == checkpoint.file
+    assert metadata["weights_source"] == checkpoint.source
+    assert metadata["mean"] == [127.5] * 3 and metadata["std"] == [127.5] * 3
+    with export.float32_policy():
+        model = keras_resnet.models.build(
+            "preact18", classes=1000, input_shape=(SIZE, SIZE, 3), classifier_activation=None,
+            weights="imagenet",
+        )  # fmt: skip
+    x = sample_images(2)
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))
+    logits = model(keras_resnet.preprocess_input(x, mode="tf"), training=False)
+    expected = tf.nn.softmax(logits).numpy()
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    assert not os.path.exists(tmp_path / "imagenet")
+
+
+def test_export_weights_statistics_follow_the_weights():
+    """mean/std by weights source: torchvision's for ResNet nets, timm's resnetv2 for PreAct
+    nets ("imagenet" or a torch checkpoint); a Keras weights file says nothing, so the
+    family's defaults stand; given values win."""
+    from keras_resnet import pretrained
+
+    torchvision = (pretrained.TORCHVISION_MEAN, pretrained.TORCHVISION_STD)
+    timm = (pretrained.TIMM_PREACT_MEAN, pretrained.TIMM_PREACT_STD)
+    imagenet = spec_lib.family_defaults("imagenet")
+    cases = [
+        ("resnet50", "imagenet", torchvision),
+        ("resnet18", "resnet18.safetensors", torchvision),
+        ("preact50", "imagenet", timm),
+        ("preact18", "resnetv2_18.pth", timm),
+        ("preact18", "preact18.weights.h5", (imagenet.mean, imagenet.std)),
+        ("resnet20", "resnet20.weights.h5", (sources.CIFAR10_MEAN, sources.CIFAR10_STD)),
+    ]
+    for name, weights, (mean, std) in cases:
+        inputs = export.weights_input_spec(name, weights)
+        assert (inputs.mean, inputs.std) == (tuple(mean), tuple(std)), (name, weights)
+    given = export.weights_input_spec("preact50", "imagenet", mean=[1, 2, 3], std=[4, 5, 6])
+    assert (given.mean, given.std) == ((1, 2, 3), (4, 5, 6))
+    assert given.center_crop_fraction == 0.875 and given.num_classes == 1000
 
 
 def test_onnx_matches_saved_model(run_dir, tmp_path):

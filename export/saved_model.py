@@ -22,9 +22,6 @@ import sys
 
 from absl import app, flags
 
-# Importable from a source checkout without `pip install`.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model_dir", None, "Training run folder (run.json + checkpoints/) to export.")
@@ -51,7 +48,8 @@ flags.DEFINE_string(
     "model", None, "Model name (e.g. resnet50) when exporting --weights without a run."
 )
 flags.DEFINE_string(
-    "weights", None, "Weights for --model: .weights.h5/.keras, or a torchvision/timm checkpoint."
+    "weights", None, "Weights for --model: imagenet (the published ImageNet weights, with "
+    "ImageNet's class names), .weights.h5/.keras, or a torchvision/timm checkpoint."
 )
 flags.DEFINE_integer(
     "image_size", None, "Input size for --model; default 224 (ImageNet nets), 32 (CIFAR)."

@@ -16,7 +16,7 @@ import tempfile
 
 import tensorflow as tf
 
-from keras_resnet import models, run_lock, runs
+from keras_resnet import imagenet, models, run_lock, runs
 from keras_resnet import weights as weight_sources
 from keras_resnet.data import spec
 from keras_resnet.export import formats
@@ -242,12 +242,15 @@ def weights_input_spec(name, weights, *, image_size=None, num_classes=None, clas
     """The InputSpec export_weights exports the builder `name` with: the model family's
     defaults (spec.family_defaults), the mean and std that the weights themselves expect
     where they say (weights.input_statistics: torchvision's or timm's), then the values
-    given. Class names: `class_names`, else `class_names_file`, else placeholders."""
+    given. Class names: `class_names`, else `class_names_file`, else ImageNet's for the
+    ImageNet weights (keras_resnet.imagenet.class_names), else placeholders."""
     if class_names is None and class_names_file is not None:
         class_names = read_class_names(class_names_file)
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}")
     defaults = spec.family_defaults(models.family(name))
+    if class_names is None and weight_sources.is_imagenet(weights):
+        class_names = imagenet.class_names()  # what those weights' 1000 outputs are
     if class_names is None:
         class_names = spec.class_placeholder_names(num_classes or defaults.num_classes)
     statistics = weight_sources.input_statistics(name, weights) or (None, None)

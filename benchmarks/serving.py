@@ -23,17 +23,14 @@ process does.
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from keras_resnet import export, models  # noqa: E402
-from keras_resnet.data import preprocessing, sources  # noqa: E402
+from keras_resnet import export, models
+from keras_resnet.data import preprocessing, spec
 
 
 def make_inputs(count, size, seed=0):
@@ -83,7 +80,7 @@ def seconds_per_call(fn, arguments, calls):
     return (time.perf_counter() - start) / calls
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet50")
     parser.add_argument(
@@ -93,65 +90,47 @@ def main():
     parser.add_argument("--latency_calls", type=int, default=None, help="batch-1 calls per round")
     parser.add_argument("--throughput_calls", type=int, default=3, help="batch calls per round")
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    family = models.family(args.model)
-    size = args.image_size or (224 if family == "imagenet" else 32)
-    classes = 1000 if family == "imagenet" else 10
-    mean, std = (sources.IMAGENET_MEAN, sources.IMAGENET_STD) if family == "imagenet" else (
-        sources.CIFAR10_MEAN, sources.CIFAR10_STD)  # fmt: skip
-    latency_calls = args.latency_calls or (10 if family == "imagenet" else 50)
 
-    with export.float32_policy():
-        model = models.build(args.model, classes=classes, input_shape=(size, size, 3),
-                             classifier_activation=None)  # fmt: skip
-    reference = keras_reference(model, mean, std, export.DEFAULT_TOP_K)
+def candidates_of(model, inputs):
+    """{name: function of (images tensor, JPEG strings, images array)}: the Keras model and
+    the export of it, loaded three ways (tf.saved_model.load with images or JPEGs, and
+    TensorFlow Serving's TF1 session loader)."""
+    reference = keras_reference(model, inputs.mean, inputs.std, export.DEFAULT_TOP_K)
     with tempfile.TemporaryDirectory() as folder:
-        path = export.export_model(
-            model, folder, mean=mean, std=std, image_size=size,
-            class_names=sources.class_placeholder_names(classes),
-            crop_fraction=1.0,  # the JPEGs are already the crop: same pixels as the others
-        )  # fmt: skip
+        # crop_fraction 1: the JPEGs are already the crop, the same pixels as the others.
+        path = export.export_model(model, folder, inputs=inputs.replace(center_crop_fraction=1.0))
         loaded = tf.saved_model.load(path)
         by_session = session_signature(path, export.IMAGES_SIGNATURE)
     by_images = loaded.signatures[export.IMAGES_SIGNATURE]
     by_bytes = loaded.signatures[export.BYTES_SIGNATURE]
-    candidates = {
-        "keras": reference,
+    return {
+        "keras": lambda x: reference(x[0]),
         "saved_model": lambda x: by_images(images=x[0]),
         "session": lambda x: by_session(images=x[2]),
         "image_bytes": lambda x: by_bytes(image_bytes=x[1]),
     }
 
-    images, jpegs = make_inputs(args.batch_size, size)
-    inputs = {
-        1: (tf.constant(images[:1]), tf.constant(jpegs[:1]), images[:1]),
-        args.batch_size: (tf.constant(images), tf.constant(jpegs), images),
-    }
-    # Same answers first (the JPEG path differs by the JPEG round trip only).
-    expected = reference(inputs[args.batch_size][0])[0].numpy()
-    for got in (
-        by_images(images=inputs[args.batch_size][0])["probabilities"].numpy(),
-        by_session(images=images)["probabilities"],
-    ):
-        assert np.allclose(expected, got, atol=1e-4), np.abs(expected - got).max()
 
-    keras_input = {batch: x[0] for batch, x in inputs.items()}
-    for name, fn in candidates.items():  # warm-up: tracing, first-call allocation
-        for batch in inputs:
-            seconds_per_call(fn, keras_input[batch] if name == "keras" else inputs[batch], 1)
-
+def measure(candidates, inputs, args, latency_calls):
+    """({name: [ms per batch-1 call]}, {name: [images/s at the batch]}), alternating rounds."""
+    for fn in candidates.values():  # warm-up: tracing, first-call allocation
+        for batch in inputs.values():
+            seconds_per_call(fn, batch, 1)
     latency = {name: [] for name in candidates}
     throughput = {name: [] for name in candidates}
     for _ in range(args.repeats):
         for name, fn in candidates.items():
-            one = keras_input[1] if name == "keras" else inputs[1]
-            many = keras_input[args.batch_size] if name == "keras" else inputs[args.batch_size]
-            latency[name].append(seconds_per_call(fn, one, latency_calls) * 1000)
+            latency[name].append(seconds_per_call(fn, inputs[1], latency_calls) * 1000)
             throughput[name].append(
-                args.batch_size / seconds_per_call(fn, many, args.throughput_calls)
+                args.batch_size / seconds_per_call(fn, inputs[args.batch_size],
+                                                   args.throughput_calls)  # fmt: skip
             )
+    return latency, throughput
 
+
+def report(latency, throughput, args, size):
     print(f"{args.model} {size}x{size}, float32, TensorFlow {tf.__version__}, "
           f"{os.cpu_count()} CPUs, median of {args.repeats} alternating rounds")  # fmt: skip
     print(
@@ -160,7 +139,7 @@ def main():
     )
     base_latency = statistics.median(latency["keras"])
     base_throughput = statistics.median(throughput["keras"])
-    for name in candidates:
+    for name in latency:
         ms, rate = statistics.median(latency[name]), statistics.median(throughput[name])
         print(f"{name:14}{ms:15.1f} ms{ms / base_latency:7.2f}x{rate:20.1f} img/s"
               f"{rate / base_throughput:7.2f}x")  # fmt: skip
@@ -168,6 +147,31 @@ def main():
         "latency ratio: time per call against keras (lower is better); throughput ratio: "
         "images/s against keras (higher is better)"
     )
+
+
+def main():
+    args = parse_args()
+    family = models.family(args.model)
+    # The family's input (ImageNet's or CIFAR-10's statistics, classes and size).
+    inputs_spec = spec.family_defaults(family).replace(image_size=args.image_size or None)
+    size = inputs_spec.image_size
+    latency_calls = args.latency_calls or (10 if family == "imagenet" else 50)
+    with export.float32_policy():
+        model = models.build(args.model, classes=inputs_spec.num_classes,
+                             input_shape=(size, size, 3), classifier_activation=None)  # fmt: skip
+    candidates = candidates_of(model, inputs_spec)
+
+    images, jpegs = make_inputs(args.batch_size, size)
+    inputs = {
+        1: (tf.constant(images[:1]), tf.constant(jpegs[:1]), images[:1]),
+        args.batch_size: (tf.constant(images), tf.constant(jpegs), images),
+    }
+    # Same answers first (the JPEG path differs by the JPEG round trip only).
+    expected = candidates["keras"](inputs[args.batch_size])[0].numpy()
+    for name in ("saved_model", "session"):
+        got = np.asarray(candidates[name](inputs[args.batch_size])["probabilities"])
+        assert np.allclose(expected, got, atol=1e-4), (name, np.abs(expected - got).max())
+    report(*measure(candidates, inputs, args, latency_calls), args, size)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The flags shared by every trainer, their checks, and the main() that turns them into a run.
 
-Each trainer (imagenet.py, cifar10.py, compare.py) names its recipe (keras_resnet.recipes),
+Each trainer (imagenet.py, cifar10.py, finetune.py, compare.py) names its recipe (keras_resnet.recipes),
 which gives its flags' defaults; every flag maps one-to-one to a field of
 keras_resnet.training.TrainConfig, or chooses the strategy or an output, and a run is the
 recipe with the flags the user gave in its place. Until training starts this module needs
@@ -76,6 +76,8 @@ def typed_value(name, value):
     """A flag's value as its TrainConfig field takes it (the inverse of flag_value)."""
     if name == "augmentation" and value == AUGMENTATION_AUTO:
         return None
+    if name == "weights" and value is not None and value.strip().lower() in ("", "none"):
+        return None  # flags.txt writes a run without --weights as --weights=none
     if name == "lr_decay_epochs":
         return tuple(float(item) for item in value or ())
     if name in NUMBER_LISTS and value is not None:
@@ -211,6 +213,15 @@ def define_flags(flag_values=FLAGS, recipe=recipes.IMAGENET, exclude=()):
            "synthetic, or tfds:NAME (any tensorflow-datasets image set).")
     define(flags.DEFINE_string, "data_dir", None,
            "Where the dataset lives (TFRecords, class folders, tfds data).")
+    define(flags.DEFINE_string, "weights", default("weights"),
+           "Initial weights of a fresh run (a resume takes its checkpoint): imagenet (the "
+           "published checkpoint of --model; implies --shortcut=B --stride_position=3x3), a "
+           "torchvision/timm .pth/.safetensors file, a .weights.h5/.keras file, or a run "
+           "folder (its latest checkpoint). All but the classifier are copied; the classifier "
+           "too where the class count matches, else a new one. none: random initialisation.")
+    number(float, "freeze_backbone_epochs", 0.0,
+           "Train only the classifier for the first N epochs (the rest frozen: BN in inference "
+           "mode, no weight decay), then everything.")
     number(int, "image_size", None, "Training crop size; none: the dataset's.", optional=True)
     number(int, "batch_size", None, "Global batch size across all replicas.")
     number(float, "epochs", None, "Epochs to train (ignored if --train_steps is set).")
@@ -567,19 +578,21 @@ def _flag_name(flag):
 def flags_markdown():
     """The markdown of docs/training.md's flag tables: the trainers' flags with each
     trainer's default, then compare.py's own."""
-    imagenet, cifar10, compare = flags.FlagValues(), flags.FlagValues(), flags.FlagValues()
+    imagenet, cifar10, finetune, compare = (flags.FlagValues() for _ in range(4))
     define_flags(imagenet, recipes.IMAGENET)
     define_flags(cifar10, recipes.CIFAR10)
+    define_flags(finetune, recipes.FINETUNE)
     define_compare_flags(compare)
     lines = [
-        "| flag | `imagenet.py` default | `cifar10.py` default | meaning |",
-        "| --- | --- | --- | --- |",
+        "| flag | `imagenet.py` default | `cifar10.py` default | `finetune.py` default | meaning |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name in sorted(imagenet):
-        first, second = imagenet[name], cifar10[name]
-        default, other = _default_text(first), _default_text(second)
-        lines.append(f"| {_flag_name(first)} | {default} | {'same' if other == default else other} "
-                     f"| {_meaning(first)} |")  # fmt: skip
+        default = _default_text(imagenet[name])
+        others = [_default_text(trainer[name]) for trainer in (cifar10, finetune)]
+        others = " | ".join("same" if other == default else other for other in others)
+        lines.append(f"| {_flag_name(imagenet[name])} | {default} | {others} "
+                     f"| {_meaning(imagenet[name])} |")  # fmt: skip
     lines += ["", "`trainers/compare.py` takes every flag above except `--model`, `--model_dir` "
               "and `--result_file`, and these:", "",
               "| flag | default | meaning |", "| --- | --- | --- |"]  # fmt: skip

@@ -167,12 +167,13 @@ def copy_layers(source, target, source_name):
 
     def mismatch(what):
         raise ValueError(
-            f"--weights={source_name}: does not fit {target.name} ({what}); it holds "
-            f"{source.name}, built with another architecture or other options (--model, "
-            "--shortcut, --stride_position): nothing was loaded")  # fmt: skip
+            f"--weights={source_name}: does not fit the run's {target.name} ({what}): another "
+            "architecture or other options (--model, --shortcut, --stride_position); nothing "
+            "was loaded")  # fmt: skip
 
+    # Plain and residual nets of a depth have the same weights: the names tell them apart.
     if source.name != target.name:
-        mismatch(f"it is a {source.name}, the run a {target.name}")
+        mismatch(f"it holds a {source.name}")
     mine = {layer.name: layer for layer in source.layers if layer.weights}
     theirs = {layer.name: layer for layer in target.layers if layer.weights}
     pairs = []
@@ -210,7 +211,17 @@ class InitialWeights:
         damaged file, another architecture) before the run folder is touched."""
         config = self.config
         with _source_device():
-            source, record = read_source(config, self.image_size)
+            try:
+                source, record = read_source(config, self.image_size)
+            except pretrained.CheckpointMismatchError as error:
+                more = len(error.problems) - 1
+                raise ValueError(
+                    f"--weights={config.weights}: does not fit the run's {config.model} "
+                    f"({error.problems[0]}{f'; and {more} more' if more else ''}); nothing was "
+                    "loaded") from None  # fmt: skip
+            except (OSError, ValueError, ImportError) as error:  # the loaders' own messages
+                raise ValueError(f"--weights={config.weights}: "
+                                 f"{checkpoints.one_line(error)}") from None  # fmt: skip
             run_model = runs.build_model(dict(
                 model=canonical_name(config.model), num_classes=self.num_classes,
                 image_size=self.image_size, model_options=model_options(config)))  # fmt: skip

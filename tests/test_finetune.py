@@ -216,3 +216,18 @@ def test_imagenet_through_a_mirror_starts_the_backbone_in_its_layout(tmp_path, d
                                   state["layer3.0.downsample.1.running_mean"])  # fmt: skip
     assert model.get_layer("predictions").kernel.shape == (512, 3)
     assert "--stride_position=3x3" in open(os.path.join(model_dir, "flags.txt")).read()
+
+
+def test_mirrored_mixed_float16_run_keeps_the_frozen_backbone_on_every_replica(source_run,
+                                                                              data_dir, tmp_path):  # fmt: skip
+    model_dir = str(tmp_path / "run")
+    proc = trainer(FINETUNE_TRAINER, f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+                   f"--weights={source_run}", "--model=resnet20", "--image_size=32",
+                   "--batch_size=16", "--train_steps=3", "--freeze_backbone_epochs=1",
+                   "--augmentation=none", "--strategy=mirrored", "--cpu_devices=2",
+                   "--mixed_precision=mixed_float16", "--seed=1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    source, _, _ = runs.restore_model(source_run)
+    assert_same(backbone(checkpoint(model_dir, 3)), backbone(source))
+    result = json.load(open(os.path.join(model_dir, "result.json")))
+    assert result["steps"] == 3

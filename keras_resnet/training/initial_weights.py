@@ -11,8 +11,9 @@ The source is read into a model of its own (on the CPU, float32), and its layers
 name into a model of the run's architecture before anything of the run folder is written: a
 layer missing on either side, or one of another kind, shape, stride or BN epsilon, is one
 error naming the first such layer, and nothing is loaded. Everything but the classifier is
-copied; the classifier too where its shape (the class count) matches the run's, else the run
-keeps the new one the builder made (models.classifier_initializer). State then assigns the
+copied; the classifier too where its shape (the class count) matches the run's and, for a run
+folder (whose run.json names its classes), its class names are the run's; else the run keeps
+the new one the builder made (models.classifier_initializer). State then assigns the
 copied values into the run's own model, whose variables the strategy's scope made; a resume
 restores its checkpoint instead and reads no source.
 
@@ -126,13 +127,15 @@ def _checkpoint_sha256(prefix):
 
 
 def read_source(config, image_size):
-    """(source model, record) for config.weights: the model the source's own loader filled,
-    and run.json's record of it (name, sha256, file)."""
+    """(source model, record, class names) for config.weights: the model the source's own
+    loader filled, run.json's record of it (name, sha256, file), and the class names of its
+    classifier where the source records them (a run folder), else None."""
     weights, name = config.weights, canonical_name(config.model)
     record = dict(name=name_of(weights, config.model))
     if os.path.isdir(weights):
-        model, _, prefix = runs.restore_model(weights)
-        return model, dict(record, sha256=_checkpoint_sha256(prefix), file=os.path.abspath(prefix))
+        model, source_run, prefix = runs.restore_model(weights)
+        record = dict(record, sha256=_checkpoint_sha256(prefix), file=os.path.abspath(prefix))
+        return model, record, tuple(source_run["class_names"])
     path = weight_files.imagenet_file(name) if weight_files.is_imagenet(weights) else weights
     if path.endswith(".keras"):
         model = keras.saving.load_model(path, compile=False)
@@ -149,7 +152,7 @@ def read_source(config, image_size):
             model.load_weights(path)
         else:
             pretrained.load_torch_weights(model, path)
-    return model, dict(record, sha256=checkpoints.sha256(path), file=os.path.abspath(path))
+    return model, dict(record, sha256=checkpoints.sha256(path), file=os.path.abspath(path)), None
 
 
 def _signature(layer):
@@ -160,10 +163,10 @@ def _signature(layer):
             getattr(layer, "epsilon", None))  # fmt: skip
 
 
-def copy_layers(source, target, source_name):
+def copy_layers(source, target, source_name, same_classes=True):
     """Copies `source`'s weights into `target` layer by layer name; the classifier only where
-    its shapes match. Returns whether the classifier was copied. ValueError naming the first
-    layer that disagrees, before any weight is assigned."""
+    its shapes match and `same_classes`. Returns whether the classifier was copied.
+    ValueError naming the first layer that disagrees, before any weight is assigned."""
 
     def mismatch(what):
         raise ValueError(
@@ -188,7 +191,7 @@ def copy_layers(source, target, source_name):
     extra = [name for name in mine if name not in theirs and name != CLASSIFIER]
     if extra:
         mismatch(f"its layer {extra[0]} is not in the run's model")
-    head = CLASSIFIER in mine and CLASSIFIER in theirs and (
+    head = same_classes and CLASSIFIER in mine and CLASSIFIER in theirs and (
         _signature(mine[CLASSIFIER]) == _signature(theirs[CLASSIFIER]))  # fmt: skip
     if head:
         pairs += zip(theirs[CLASSIFIER].weights, mine[CLASSIFIER].weights)
@@ -201,8 +204,9 @@ class InitialWeights:
     """A run's source of initial weights: read (and checked against the run's architecture)
     once, then assigned into the run's model by `assign`."""
 
-    def __init__(self, config, num_classes, image_size):
+    def __init__(self, config, num_classes, image_size, class_names=None):
         self.config, self.num_classes, self.image_size = config, num_classes, image_size
+        self.class_names = None if class_names is None else tuple(class_names)
         self.name = name_of(config.weights, config.model)
         self.values, self.record, self.classifier_copied = None, dict(name=self.name), False
 
@@ -212,7 +216,7 @@ class InitialWeights:
         config = self.config
         with _source_device():
             try:
-                source, record = read_source(config, self.image_size)
+                source, record, source_classes = read_source(config, self.image_size)
             except pretrained.CheckpointMismatchError as error:
                 more = len(error.problems) - 1
                 raise ValueError(
@@ -225,7 +229,10 @@ class InitialWeights:
             run_model = runs.build_model(dict(
                 model=canonical_name(config.model), num_classes=self.num_classes,
                 image_size=self.image_size, model_options=model_options(config)))  # fmt: skip
-            self.classifier_copied = copy_layers(source, run_model, config.weights)
+            # Classes are known by name where both sides name them: five other classes are
+            # a new classifier, even at the same count.
+            same = None in (source_classes, self.class_names) or source_classes == self.class_names
+            self.classifier_copied = copy_layers(source, run_model, config.weights, same)
         keep = {id(w) for w in run_model.get_layer(CLASSIFIER).weights}
         # None: the run's model keeps its own new classifier (drawn after the run's seed).
         self.values = [None if id(w) in keep and not self.classifier_copied else w.numpy()

@@ -58,7 +58,8 @@ def train(config, strategy=None, log=print, on_damaged_checkpoint="previous"):
                          f"got {on_damaged_checkpoint!r}")  # fmt: skip
     initial = None
     if config.weights is not None:
-        initial = initial_weights.InitialWeights(config, info.num_classes, image_size)
+        initial = initial_weights.InitialWeights(config, info.num_classes, image_size,
+                                                 info.class_names)  # fmt: skip
         if not checkpoints.listed(runs.checkpoint_dir(config.model_dir)):
             initial.read()  # a source that cannot be read or does not fit: nothing written yet
     # One writer per run folder, from run.json to result.json: the chief's (the other workers

@@ -30,6 +30,7 @@ import common  # noqa: E402  (trainers/common.py: the flag definitions)
 IMAGENET = os.path.join(TRAINERS, "imagenet.py")
 CIFAR10 = os.path.join(TRAINERS, "cifar10.py")
 COMPARE = os.path.join(TRAINERS, "compare.py")
+FINETUNE = os.path.join(TRAINERS, "finetune.py")
 COMPARE_EXCLUDES = ("model", "model_dir", "result_file")
 
 TINY = ["--image_size=32", "--batch_size=8", "--augmentation=none", "--log_every_steps=2",
@@ -97,7 +98,7 @@ def metric_names(found):
 # --help and the generated docs
 
 
-@pytest.mark.parametrize("script", [IMAGENET, CIFAR10, COMPARE])
+@pytest.mark.parametrize("script", [IMAGENET, CIFAR10, FINETUNE, COMPARE])
 def test_help_lists_every_flag_with_its_default(script):
     proc = run(script, "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -112,7 +113,7 @@ def test_help_lists_every_flag_with_its_default(script):
     for excluded in COMPARE_EXCLUDES if script == COMPARE else ():
         assert f"--{excluded}:" not in text
     default = {IMAGENET: "(default: '30,60')", CIFAR10: "(default: '32000,48000')",
-               COMPARE: "(default: 'true')"}[script]  # fmt: skip
+               FINETUNE: "(default: 'imagenet')", COMPARE: "(default: 'true')"}[script]  # fmt: skip
     assert default in text
 
 
@@ -208,7 +209,8 @@ def test_run_json_flags_round_trip_to_the_same_config(tmp_path):
     assert "# lr_decay_factor=0.5 has no flag" in text
     flagfile = tmp_path / "flags.txt"
     flagfile.write_text(text)
-    for recipe in (recipes.IMAGENET, recipes.CIFAR10):
+    # finetune.py's --weights=imagenet default too: the file says --weights=none.
+    for recipe in (recipes.IMAGENET, recipes.CIFAR10, {**recipes.IMAGENET, **recipes.FINETUNE}):
         flag_values = defined(recipe)
         flag_values(["trainer", f"--flagfile={flagfile}"])
         again = common.config_from_flags(training, recipe, flag_values)

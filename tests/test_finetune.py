@@ -231,3 +231,19 @@ def test_mirrored_mixed_float16_run_keeps_the_frozen_backbone_on_every_replica(s
     assert_same(backbone(checkpoint(model_dir, 3)), backbone(source))
     result = json.load(open(os.path.join(model_dir, "result.json")))
     assert result["steps"] == 3
+
+
+def test_the_exported_fine_tuned_run_answers_with_the_folders_class_names(finetuned, tmp_path):
+    import tensorflow as tf
+
+    model_dir, _ = finetuned
+    base = str(tmp_path / "serving")
+    proc = trainer(os.path.join(REPO, "export", "saved_model.py"), f"--model_dir={model_dir}",
+                   f"--output={base}", "--warmup_batch_sizes=1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    serve = tf.saved_model.load(os.path.join(base, "1")).signatures["serving_default"]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    out = serve(images=tf.constant(images))
+    for classes, names in zip(out["classes"].numpy(), out["class_names"].numpy()):
+        assert [n.decode() for n in names] == [CLASSES[c] for c in classes]
+        assert sorted(n.decode() for n in names) == sorted(CLASSES)

@@ -52,7 +52,7 @@ LEGS = ("pretrain", "finetune", "scratch")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default=DEFAULT_DATA,
-                        help="cifar10-jpg.tar.gz, or a folder with train/<class>/ and test/<class>/")
+                        help="cifar10-jpg.tar.gz, or a folder of train/<class>/, test/<class>/")
     parser.add_argument("--output", default="runs/cifar-finetune")
     parser.add_argument("--model", default="resnet20", help="a CIFAR net of keras_resnet")
     parser.add_argument("--images_per_class", type=int, default=300,
@@ -139,8 +139,8 @@ def run_leg(name, config):
         result = training.train(config, log=lambda line: print(f"[{name}] {line}", flush=True))
         result["seconds"] = round(time.monotonic() - started)
     split = result.get("eval_split", "validation")
-    return dict(steps=result["steps"], test_top1_error=(result.get(split) or {}).get("top1_error"),
-                seconds=result.get("seconds"))  # fmt: skip
+    error = (result.get(split) or {}).get("top1_error")
+    return dict(steps=result["steps"], test_top1_error=error, seconds=result.get("seconds"))
 
 
 def main(argv=None):

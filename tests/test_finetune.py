@@ -83,8 +83,13 @@ def finetuned(source_run, data_dir, tmp_path_factory):
 
 
 def checkpoint(model_dir, step):
-    model, _, _ = runs.restore_model(model_dir, os.path.join(model_dir, "checkpoints", f"ckpt-{step}"))
-    return model
+    prefix = os.path.join(model_dir, "checkpoints", f"ckpt-{step}")
+    return runs.restore_model(model_dir, prefix)[0]
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def test_a_run_folder_starts_the_backbone_and_a_new_head_for_another_class_count(
@@ -93,11 +98,11 @@ def test_a_run_folder_starts_the_backbone_and_a_new_head_for_another_class_count
     source, _, prefix = runs.restore_model(source_run)
     record = runs.read_run_config(model_dir)
     assert record["num_classes"] == 3 and record["class_names"] == list(CLASSES)
-    files = sorted(os.listdir(os.path.join(source_run, "checkpoints")))
-    listing = "".join(
-        f"{hashlib.sha256(open(os.path.join(source_run, 'checkpoints', f), 'rb').read()).hexdigest()}"
-        f"  {f}\n" for f in files if f.startswith(os.path.basename(prefix) + ".")
-        and not f.endswith(".manifest.json"))  # fmt: skip
+    # sha256sum's lines for the checkpoint's files (.data-*, .index) in name order, hashed.
+    folder = os.path.join(source_run, "checkpoints")
+    files = [f for f in sorted(os.listdir(folder))
+             if f.startswith(os.path.basename(prefix) + ".") and not f.endswith(".json")]
+    listing = "".join(f"{sha256(os.path.join(folder, f))}  {f}\n" for f in files)
     assert record["initial_weights"] == dict(
         name=os.path.abspath(source_run), file=os.path.abspath(prefix),
         sha256=hashlib.sha256(listing.encode()).hexdigest())  # fmt: skip
@@ -110,7 +115,8 @@ def test_a_run_folder_starts_the_backbone_and_a_new_head_for_another_class_count
     # the source's, bit for bit, while the head learns.
     for step in (3, 4, 6):
         assert_same(backbone(checkpoint(model_dir, step)), backbone(source))
-    assert not all(np.array_equal(a, b) for a, b in zip(head(first), head(checkpoint(model_dir, 6))))
+    later = head(checkpoint(model_dir, 6))
+    assert not all(np.array_equal(a, b) for a, b in zip(head(first), later))
     # Then everything trains: every conv kernel and BN statistic moves.
     assert_all_differ(backbone(checkpoint(model_dir, 9)), backbone(source))
 
@@ -156,8 +162,7 @@ def test_a_keras_weights_file_loads_everything_and_the_head_where_the_classes_ma
     assert all(np.array_equal(a, b) for a, b in zip(head(model), copied))
     if classes == 3:
         assert all(np.array_equal(a, b) for a, b in zip(head(model), head(saved)))
-    assert source.record == dict(name=path, file=path,
-                                 sha256=hashlib.sha256(open(path, "rb").read()).hexdigest())  # fmt: skip
+    assert source.record == dict(name=path, file=path, sha256=sha256(path))
     assert ("the classifier included" in lines[0]) == (classes == 3), lines
 
 
@@ -180,8 +185,8 @@ def test_bad_weights_are_one_line_errors_before_anything_is_written(tmp_path, da
     assert not os.path.exists(model_dir)
 
 
-def test_imagenet_with_a_conflicting_shortcut_is_a_one_line_error_before_training(tmp_path,
-                                                                                data_dir):  # fmt: skip
+def test_imagenet_with_a_conflicting_shortcut_is_a_one_line_error_before_training(
+        tmp_path, data_dir):  # fmt: skip
     model_dir = str(tmp_path / "run")
     proc = trainer(FINETUNE_TRAINER, f"--data_dir={data_dir}", f"--model_dir={model_dir}",
                    "--shortcut=A")  # fmt: skip
@@ -191,8 +196,8 @@ def test_imagenet_with_a_conflicting_shortcut_is_a_one_line_error_before_trainin
     assert not os.path.exists(model_dir)
 
 
-def test_imagenet_through_a_mirror_starts_the_backbone_in_its_layout(tmp_path, data_dir,
-                                                                    mirror, cache, monkeypatch):  # fmt: skip
+def test_imagenet_through_a_mirror_starts_the_backbone_in_its_layout(
+        tmp_path, data_dir, mirror, cache, monkeypatch):  # fmt: skip
     from test_imagenet_weights import publish, safetensors_numpy
     from test_pretrained import torchvision_state
 
@@ -218,8 +223,8 @@ def test_imagenet_through_a_mirror_starts_the_backbone_in_its_layout(tmp_path, d
     assert "--stride_position=3x3" in open(os.path.join(model_dir, "flags.txt")).read()
 
 
-def test_mirrored_mixed_float16_run_keeps_the_frozen_backbone_on_every_replica(source_run,
-                                                                              data_dir, tmp_path):  # fmt: skip
+def test_mirrored_mixed_float16_run_keeps_the_frozen_backbone_on_every_replica(
+        source_run, data_dir, tmp_path):  # fmt: skip
     model_dir = str(tmp_path / "run")
     proc = trainer(FINETUNE_TRAINER, f"--data_dir={data_dir}", f"--model_dir={model_dir}",
                    f"--weights={source_run}", "--model=resnet20", "--image_size=32",

@@ -1,7 +1,7 @@
 """The flags shared by every trainer, their checks, and the main() that turns them into a run.
 
-Each trainer (imagenet.py, cifar10.py, finetune.py, compare.py) names its recipe (keras_resnet.recipes),
-which gives its flags' defaults; every flag maps one-to-one to a field of
+Each trainer (imagenet.py, cifar10.py, finetune.py, compare.py) names its recipe
+(keras_resnet.recipes), which gives its flags' defaults; every flag maps one-to-one to a field of
 keras_resnet.training.TrainConfig, or chooses the strategy or an output, and a run is the
 recipe with the flags the user gave in its place. Until training starts this module needs
 only absl and keras_resnet/recipes.py: `--help` answers at once, flag and

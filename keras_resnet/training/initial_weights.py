@@ -24,9 +24,9 @@ options, so run.json and flags.txt name the layout the run was built with.
 run.json records the source as "initial_weights": {"name", "sha256", "file"}: name is
 "imagenet:<model>" or the source's absolute path; sha256 is the SHA-256 of the file read (for
 "imagenet" the cached .safetensors file in the Keras cache); for a run folder it is the
-SHA-256 of `sha256sum`'s lines for the checkpoint's files in name order (the .data shards and
-the .index: `cd checkpoints && sha256sum ckpt-N.data-* ckpt-N.index | sha256sum`, sorted
-as `ls` sorts them), and file is the checkpoint's path prefix.
+SHA-256 of `sha256sum`'s lines for the checkpoint's files in name order (the .data shards, then
+the .index: `cd checkpoints && sha256sum ckpt-N.data-* ckpt-N.index | sha256sum`), and file
+is the checkpoint's path prefix.
 """
 
 import contextlib
@@ -62,11 +62,11 @@ def model_options(config):
     """config.model_options with the layout that config.weights implies: torchvision's for
     "imagenet" and torch checkpoints (a conflicting option given is weights.layout's
     ValueError), the options as given for other sources (a mismatch is named at the copy)."""
-    options = dict(config.model_options)
-    if weight_files.is_imagenet(config.weights) or weight_files.is_torch_checkpoint(config.weights):
+    options, weights = dict(config.model_options), config.weights
+    if weight_files.is_imagenet(weights) or weight_files.is_torch_checkpoint(weights):
         depth = DEPTHS[canonical_name(config.model)]
         options["shortcut"], options["stride_position"] = weight_files.layout(
-            depth, config.weights, options.get("shortcut"), options.get("stride_position"))  # fmt: skip
+            depth, weights, options.get("shortcut"), options.get("stride_position"))  # fmt: skip
     return options
 
 

@@ -252,3 +252,12 @@ def test_the_exported_fine_tuned_run_answers_with_the_folders_class_names(finetu
     for classes, names in zip(out["classes"].numpy(), out["class_names"].numpy()):
         assert [n.decode() for n in names] == [CLASSES[c] for c in classes]
         assert sorted(n.decode() for n in names) == sorted(CLASSES)
+
+
+def test_a_keras_weights_file_of_another_depth_is_one_error_naming_the_flag(tmp_path, data_dir):
+    path = str(tmp_path / "resnet32.weights.h5")
+    keras_resnet.ResNet32(classes=3, classifier_activation=None).save_weights(path)
+    config = finetune_config(str(tmp_path / "run"), data_dir, weights=path)
+    with pytest.raises(ValueError, match=f"^--weights={path}: .*could not be loaded") as error:
+        initial_weights.InitialWeights(config, 3, 32).read()
+    assert "\n" not in str(error.value)

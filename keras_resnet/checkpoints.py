@@ -72,6 +72,11 @@ def _sha256(path, sync=False):
     return digest.hexdigest()
 
 
+def sha256(path):
+    """The file's SHA-256, as its manifest records it."""
+    return _sha256(path)
+
+
 def write_manifest(prefix, step):
     """Writes ckpt-N.manifest.json: the size and SHA-256 of each of the checkpoint's files."""
     record = {os.path.basename(path): dict(bytes=os.path.getsize(path),

@@ -78,6 +78,11 @@ def _stem(inputs, family, preactivation, bn):
     return x
 
 
+# The classifier's layer name: what fine-tuning replaces and trains alone while the rest is
+# frozen (keras_resnet.training.initial_weights, steps), and pretrained.py's fc.
+CLASSIFIER = "predictions"
+
+
 def classifier_initializer():
     """The classifier's kernel initializer: uniform within +-1/sqrt(fan_in), std
     1/sqrt(3 * fan_in), as torchvision's and fb.resnet.torch's ResNets leave it (PyTorch's and
@@ -104,7 +109,7 @@ def _head(x, include_top, pooling, classes, classifier_activation):
             activation=classifier_activation,
             kernel_initializer=classifier_initializer(),
             dtype="float32" if policy.compute_dtype != policy.variable_dtype else None,
-            name="predictions",
+            name=CLASSIFIER,
         )(x)
     elif pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

@@ -199,6 +199,13 @@ def architecture(state):
     return Architecture(depth, bottleneck, blocks, preactivation)
 
 
+def classifier_classes(state):
+    """The number of classes of the state dict's classifier (torchvision's fc, timm's
+    head.fc), or None where it has none."""
+    key = _OUTSIDE_BLOCKS[architecture(state).preactivation]["predictions"] + ".weight"
+    return int(np.shape(state[key])[0]) if key in state else None
+
+
 def _torch_name(layer_name, preactivation):
     """Keras layer name -> torch module name, or None for a layer torch does not have."""
     outside = _OUTSIDE_BLOCKS[preactivation]

@@ -15,7 +15,9 @@ num_classes, class_names, image_size, mean and std (per-channel RGB on the 0..25
 model's input is (image - mean) / std), center_crop_fraction (evaluation keeps this much of the
 shorter side); input_spec(config) reads it back), dataset, data_dir, and
 the trainer's flags under "flags" as typed values (keras_resnet.hparams.flags_record: numbers,
-bools, strings, null, lists), from which read_train_config rebuilds the run's TrainConfig.
+bools, strings, null, lists), from which read_train_config rebuilds the run's TrainConfig,
+and initial_weights: what a run started with --weights started from ({"name", "sha256",
+"file"}: keras_resnet/training/initial_weights.py says how each is taken), or null.
 
 The trainer starts a run with `prepare` (run.json checked against a run already in the
 folder, then written) and resumes it only if `check_same_run` agrees.
@@ -152,10 +154,13 @@ def restore_model(model_dir, checkpoint=None, classifier_activation=None):
     return model, config, path
 
 
-def prepare(config, info, image_size, train_split, eval_split, is_chief, log):
+def prepare(config, info, image_size, train_split, eval_split, is_chief, log,
+            initial_weights=None):  # fmt: skip
     """run.json for a TrainConfig that starts: the run's facts (the dataset's InputSpec at
-    image_size, the model, the splits, the typed flags), checked against a run already in
-    model_dir, then written by the chief. Returns it."""
+    image_size, the model, the splits, the typed flags, and `initial_weights`, the record of
+    the weights a fresh run starts from: {"name", "sha256", "file"}, or None), checked
+    against a run already in model_dir, then written by the chief. A resumed run keeps the
+    record it started with. Returns it."""
     if os.path.exists(config.model_dir) and not os.path.isdir(config.model_dir):
         raise ValueError(f"--model_dir: {config.model_dir} is a file, not a folder")
     run_config = dict(
@@ -163,26 +168,38 @@ def prepare(config, info, image_size, train_split, eval_split, is_chief, log):
         **info.input_spec(image_size).record(),  # num_classes, class_names, image_size, ...
         dataset=config.dataset, train_split=train_split, eval_split=eval_split,
         data_dir=config.data_dir, model_dir=config.model_dir, flags=hparams.flags_record(config),
+        initial_weights=initial_weights,
     )  # fmt: skip
     if os.path.exists(os.path.join(config.model_dir, RUN_FILE)):
-        check_same_run(read_run_config(config.model_dir), run_config, log)
+        existing = read_run_config(config.model_dir)
+        if check_same_run(existing, run_config, log) and existing.get("initial_weights"):
+            run_config["initial_weights"] = existing["initial_weights"]
     if is_chief:
         write_run_config(config.model_dir, run_config)
     return run_config
 
 
+def _weights_name(config):
+    return (config.get("initial_weights") or {}).get("name")
+
+
 def check_same_run(existing, config, log):
-    """Refuses to resume a run with other settings; a run that never saved a checkpoint (a
-    start that failed) is replaced instead."""
+    """Refuses to resume a run with other settings (the same weights to start from among
+    them); a run that never saved a checkpoint (a start that failed) is replaced instead.
+    Returns True where the run resumes, False where it is replaced."""
     # Runs from before --final_split trained on train and evaluated on validation.
     defaults = dict(train_split="train", eval_split="validation")
-    for key in ("model", "model_options", "dataset", "num_classes", "image_size", *defaults):
-        if existing.get(key, defaults.get(key)) != config.get(key):
+    keys = ("model", "model_options", "dataset", "num_classes", "image_size", *defaults)
+    pairs = [(key, existing.get(key, defaults.get(key)), config.get(key)) for key in keys]
+    pairs.append(("weights", _weights_name(existing), _weights_name(config)))
+    for key, old, new in pairs:
+        if old != new:
             if not checkpoints.listed(checkpoint_dir(config["model_dir"])):
                 log(f"{config['model_dir']} holds a run that never saved a checkpoint: replacing it")
-                return
+                return False
             raise ValueError(
                 f"--model_dir: {config['model_dir']} holds a run with {key}="
-                f"{existing.get(key)!r}, not {config.get(key)!r}; use a new --model_dir or "
+                f"{old!r}, not {new!r}; use a new --model_dir or "
                 "the run's own settings to resume it"
             )
+    return True

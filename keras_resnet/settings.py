@@ -51,6 +51,8 @@ def typed_value(name, value):
     """A flag's value as its TrainConfig field takes it (the inverse of flag_value)."""
     if name == "augmentation" and value == AUGMENTATION_AUTO:
         return None
+    if name == "weights" and value is not None and value.strip().lower() in ("", NONE):
+        return None  # flags.txt writes a run without --weights as --weights=none
     if name == "lr_decay_epochs":  # no flag value means no decay points, not "none"
         return tuple(float(item) for item in value or ())
     if name in NUMBER_LISTS and value is not None:

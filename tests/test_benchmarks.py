@@ -1,5 +1,6 @@
 """The training-throughput benchmark runs end to end (tiny settings; no timing is checked)."""
 
+import json
 import os
 import re
 import subprocess
@@ -141,3 +142,27 @@ def test_cifar_peer_prints_both_legs_side_by_side_or_says_torch_is_missing(tmp_p
     if not has_torch:
         missing = run_cifar_peer(tmp_path, "--legs=peer")
         assert missing.returncode != 0 and "the PyTorch leg needs torch" in missing.stderr
+
+
+@pytest.mark.slow  # about a minute: three tiny runs in a fresh process
+def test_cifar_finetune_runs_its_three_legs_and_skips_them_when_finished(tmp_path):
+    from keras_resnet.data.sources import CIFAR10_CLASSES
+    from test_training import write_cifar_folder
+
+    data = write_cifar_folder(str(tmp_path / "data"), train_per_class=24, test_per_class=4,
+                              classes=CIFAR10_CLASSES)  # fmt: skip
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "cifar_finetune.py"),
+               f"--data_dir={data}", f"--output={tmp_path / 'out'}", "--pretrain_epochs=1",
+               "--train_steps=4", "--images_per_class=16", "--batch_size=16",
+               "--log_every_steps=2"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Five other classes: a new classifier although the count is the same.
+    assert "[finetune] Starting from" in done.stdout and "a new one for 5 classes" in done.stdout
+    results = json.load(open(tmp_path / "out" / "results.json"))
+    assert [results[leg]["steps"] for leg in ("pretrain", "finetune", "scratch")] == [7, 4, 4]
+    assert all(0 <= results[leg]["test_top1_error"] <= 1 for leg in ("finetune", "scratch"))
+    assert len(os.listdir(tmp_path / "out" / "data" / "finetune" / "train" / "dog")) == 16
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "[finetune]" not in again.stdout, again.stdout
+    assert re.search(r"^  scratch: 4 steps, test top-1 error [0-9.]+%", again.stdout, re.M)

@@ -25,10 +25,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINERS = os.path.join(REPO, "trainers")
 sys.path.insert(0, TRAINERS)
 import common  # noqa: E402  (trainers/common.py: the flag definitions)
+import flag_tables  # noqa: E402  (trainers/flag_tables.py: docs/training.md's tables)
 
 IMAGENET = os.path.join(TRAINERS, "imagenet.py")
 CIFAR10 = os.path.join(TRAINERS, "cifar10.py")
 COMPARE = os.path.join(TRAINERS, "compare.py")
+FINETUNE = os.path.join(TRAINERS, "finetune.py")
 COMPARE_EXCLUDES = ("model", "model_dir", "result_file")
 
 TINY = ["--image_size=32", "--batch_size=8", "--augmentation=none", "--log_every_steps=2",
@@ -96,7 +98,7 @@ def metric_names(found):
 # --help and the generated docs
 
 
-@pytest.mark.parametrize("script", [IMAGENET, CIFAR10, COMPARE])
+@pytest.mark.parametrize("script", [IMAGENET, CIFAR10, FINETUNE, COMPARE])
 def test_help_lists_every_flag_with_its_default(script):
     proc = run(script, "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -111,14 +113,14 @@ def test_help_lists_every_flag_with_its_default(script):
     for excluded in COMPARE_EXCLUDES if script == COMPARE else ():
         assert f"--{excluded}:" not in text
     default = {IMAGENET: "(default: '30,60')", CIFAR10: "(default: '32000,48000')",
-               COMPARE: "(default: 'true')"}[script]  # fmt: skip
+               FINETUNE: "(default: 'imagenet')", COMPARE: "(default: 'true')"}[script]  # fmt: skip
     assert default in text
 
 
 def test_flag_table_in_the_docs_is_generated_from_the_definitions():
     with open(os.path.join(REPO, "docs", "training.md")) as f:
         text = f.read()
-    assert common.replace_generated(text, common.flags_markdown()) == text, (
+    assert flag_tables.replace_generated(text, flag_tables.flags_markdown()) == text, (
         "docs/training.md's flag table is stale: run python trainers/common.py docs/training.md")
     for name in defined(recipes.IMAGENET):
         assert f"`--{name}`" in text or f"`--[no]{name}`" in text
@@ -203,7 +205,8 @@ def test_run_json_flags_round_trip_to_the_same_config(tmp_path):
     assert "# lr_decay_factor=0.5 has no flag" in text
     flagfile = tmp_path / "flags.txt"
     flagfile.write_text(text)
-    for recipe in (recipes.IMAGENET, recipes.CIFAR10):
+    # finetune.py's --weights=imagenet default too: the file says --weights=none.
+    for recipe in (recipes.IMAGENET, recipes.CIFAR10, {**recipes.IMAGENET, **recipes.FINETUNE}):
         flag_values = defined(recipe)
         flag_values(["trainer", f"--flagfile={flagfile}"])
         again = common.config_from_flags(training, recipe, flag_values)

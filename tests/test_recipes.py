@@ -38,7 +38,8 @@ def test_cifar10_recipe_is_the_papers_section_4_2():
 
 
 def test_recipes_are_typed_trainconfig_settings():
-    for recipe in (recipes.IMAGENET, recipes.CIFAR10, recipes.DEMO, recipes.WARM_START):
+    for recipe in (recipes.IMAGENET, recipes.CIFAR10, recipes.DEMO, recipes.WARM_START,
+                   recipes.FINETUNE):
         assert set(recipe) <= set(FIELDS)
         config = training.TrainConfig(**{"model_dir": "x", **recipe})
         for name, value in recipe.items():
@@ -112,6 +113,8 @@ def trainer_defaults(script):
     [
         ("imagenet.py", recipes.IMAGENET, {**recipes.IMAGENET, **recipes.DEMO}),
         ("cifar10.py", recipes.CIFAR10, recipes.CIFAR10),
+        ("finetune.py", {**recipes.IMAGENET, **recipes.FINETUNE},
+         {**recipes.IMAGENET, **recipes.FINETUNE}),
         ("compare.py", recipes.CIFAR10, None),
     ],
 )

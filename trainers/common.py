@@ -1,7 +1,7 @@
 """The flags shared by every trainer, their checks, and the main() that turns them into a run.
 
-Each trainer (imagenet.py, cifar10.py, compare.py) names its recipe (keras_resnet.recipes),
-which gives its flags' defaults; every flag maps one-to-one to a field of
+Each trainer (imagenet.py, cifar10.py, finetune.py, compare.py) names its recipe
+(keras_resnet.recipes), which gives its flags' defaults; every flag maps one-to-one to a field of
 keras_resnet.training.TrainConfig, or chooses the strategy or an output, and a run is the
 recipe with the flags the user gave in its place. Until training starts this module needs
 only absl and keras_resnet's standard-library modules (settings, recipes): `--help` answers
@@ -139,124 +139,153 @@ def _define_number_list(kind, name, default, help, flag_values, example, optiona
                  _NumberListSerializer())  # fmt: skip
 
 
+class _Definitions:
+    """The flag definitions of define_flags, collected in order and made by `apply`."""
+
+    def __init__(self, flag_values, recipe):
+        self.flag_values, self.defaults = flag_values, {**recipes.IMAGENET, **recipe}
+        self.made = []
+
+    def default(self, name, fallback=None):
+        return flag_value(name, self.defaults[name]) if name in self.defaults else fallback
+
+    def define(self, function, name, *args, **kwargs):
+        fv = self.flag_values
+        self.made.append((name, lambda: function(name, *args, flag_values=fv, **kwargs)))
+
+    def number(self, kind, name, fallback, help, optional=False):
+        default, fv = self.default(name, fallback), self.flag_values
+        self.made.append((name, lambda: _define_number(kind, name, default, help, fv, optional)))
+
+    def number_list(self, kind, name, fallback, help, example, optional=False):
+        default, fv = self.default(name, fallback), self.flag_values
+        self.made.append((name, lambda: _define_number_list(
+            kind, name, default, help, fv, example, optional)))  # fmt: skip
+
+    def apply(self, exclude):
+        for name, define_one in self.made:
+            if name not in exclude:
+                define_one()
+
+
 def define_flags(flag_values=FLAGS, recipe=recipes.IMAGENET, exclude=()):
     """Defines the trainer flags in `flag_values` with `recipe`'s values as defaults (those it
     does not set: TrainConfig's defaults, the ImageNet recipe's for the paper's numbers),
     leaving out the flags named in `exclude`."""
-    defaults = {**recipes.IMAGENET, **recipe}
+    d = _Definitions(flag_values, recipe)
+    _model_and_data_flags(d)
+    _optimisation_flags(d)
+    _run_flags(d)
+    d.apply(exclude)
 
-    def default(name, fallback=None):
-        return flag_value(name, defaults[name]) if name in defaults else fallback
 
-    fv = flag_values
-    definitions = []
+def _model_and_data_flags(d):
+    d.define(flags.DEFINE_string, "model", d.default("model"),
+             "Model name, e.g. resnet50, plain34, resnet56.")
+    d.define(flags.DEFINE_enum, "shortcut", None, list(SHORTCUT_OPTIONS),
+             "Shortcut option (paper section 3.3); default: the paper's choice for the depth.")
+    d.define(flags.DEFINE_enum, "stride_position", None, list(STRIDE_POSITIONS),
+             "Bottleneck stride on the first 1x1 (the paper) or on the 3x3 ('v1.5').")
+    d.define(flags.DEFINE_bool, "bn_synchronized", False,
+             "BatchNorm statistics over all replicas' batches.")
+    d.define(flags.DEFINE_string, "dataset", d.default("dataset"),
+             "demo (built in, generated), imagenet_tfrecord, folder, cifar10, cifar10_folder, "
+             "synthetic, or tfds:NAME (any tensorflow-datasets image set).")
+    d.define(flags.DEFINE_string, "data_dir", None,
+             "Where the dataset lives (TFRecords, class folders, tfds data).")
+    d.define(flags.DEFINE_string, "weights", d.default("weights"),
+             "Initial weights of a fresh run (a resume takes its checkpoint): imagenet (the "
+             "published checkpoint of --model; implies --shortcut=B --stride_position=3x3), a "
+             "torchvision/timm .pth/.safetensors file, a .weights.h5/.keras file, or a run "
+             "folder (its latest checkpoint). All but the classifier are copied; the classifier "
+             "too where the class count matches, else a new one. none: random initialisation.")
+    d.number(float, "freeze_backbone_epochs", 0.0,
+             "Train only the classifier for the first N epochs (the rest frozen: BN in inference "
+             "mode, no weight decay), then everything.")
 
-    def define(function, name, *args, **kwargs):
-        definitions.append((name, lambda: function(name, *args, flag_values=fv, **kwargs)))
 
-    def number(kind, name, fallback, help, optional=False):
-        definitions.append(
-            (name, lambda: _define_number(kind, name, default(name, fallback), help, fv, optional))
-        )
+def _optimisation_flags(d):
+    d.number(int, "image_size", None, "Training crop size; none: the dataset's.", optional=True)
+    d.number(int, "batch_size", None, "Global batch size across all replicas.")
+    d.number(float, "epochs", None, "Epochs to train (ignored if --train_steps is set).")
+    d.number(int, "train_steps", None,
+             "Total iterations; overrides --epochs (none: train for --epochs).", optional=True)
+    d.number(float, "base_learning_rate", None,
+             "Learning rate at a batch of --lr_reference_batch, scaled linearly with --batch_size.")
+    d.number(int, "lr_reference_batch", None,
+             "The batch size at which --base_learning_rate applies as given.")
+    d.define(flags.DEFINE_enum, "lr_schedule", d.default("lr_schedule"), list(SCHEDULES),
+             "Learning-rate schedule: step (divided by 10 at the decay points) or cosine.")
+    d.number_list(float, "lr_decay_epochs", None,
+                  "Epochs at which the step schedule divides the rate by 10.", "30,60")
+    d.number_list(int, "lr_decay_steps", None,
+                  "Iterations at which to divide the rate by 10; overrides --lr_decay_epochs "
+                  "(none: use --lr_decay_epochs).", "32000,48000", optional=True)
+    d.number(float, "warmup_epochs", 0.0, "Linear warm-up epochs.")
+    d.number(float, "warm_start_learning_rate", None,
+             "A small rate held for --warm_start_steps (the paper's ResNet-110 uses 0.01; none: "
+             "no warm start, or ResNet-110's).", optional=True)
+    d.number(int, "warm_start_steps", 0, "Iterations of warm start.")
+    d.number(float, "momentum", None, "SGD momentum.")
+    d.number(float, "weight_decay", None,
+             "Coupled L2 decay on conv and dense kernels (0.5 * wd * ||w||^2).")
+    d.number(float, "label_smoothing", 0.0, "Label smoothing (not in the paper).")
 
-    def number_list(kind, name, fallback, help, example, optional=False):
-        definitions.append((name, lambda: _define_number_list(
-            kind, name, default(name, fallback), help, fv, example, optional)))  # fmt: skip
 
-    define(flags.DEFINE_string, "model", default("model"),
-           "Model name, e.g. resnet50, plain34, resnet56.")
-    define(flags.DEFINE_enum, "shortcut", None, list(SHORTCUT_OPTIONS),
-           "Shortcut option (paper section 3.3); default: the paper's choice for the depth.")
-    define(flags.DEFINE_enum, "stride_position", None, list(STRIDE_POSITIONS),
-           "Bottleneck stride on the first 1x1 (the paper) or on the 3x3 ('v1.5').")
-    define(flags.DEFINE_bool, "bn_synchronized", False,
-           "BatchNorm statistics over all replicas' batches.")
-    define(flags.DEFINE_string, "dataset", default("dataset"),
-           "demo (built in, generated), imagenet_tfrecord, folder, cifar10, cifar10_folder, "
-           "synthetic, or tfds:NAME (any tensorflow-datasets image set).")
-    define(flags.DEFINE_string, "data_dir", None,
-           "Where the dataset lives (TFRecords, class folders, tfds data).")
-    number(int, "image_size", None, "Training crop size; none: the dataset's.", optional=True)
-    number(int, "batch_size", None, "Global batch size across all replicas.")
-    number(float, "epochs", None, "Epochs to train (ignored if --train_steps is set).")
-    number(int, "train_steps", None,
-           "Total iterations; overrides --epochs (none: train for --epochs).", optional=True)
-    number(float, "base_learning_rate", None,
-           "Learning rate at a batch of --lr_reference_batch, scaled linearly with --batch_size.")
-    number(int, "lr_reference_batch", None,
-           "The batch size at which --base_learning_rate applies as given.")
-    define(flags.DEFINE_enum, "lr_schedule", default("lr_schedule"), list(SCHEDULES),
-           "Learning-rate schedule: step (divided by 10 at the decay points) or cosine.")
-    number_list(float, "lr_decay_epochs", None,
-                "Epochs at which the step schedule divides the rate by 10.", "30,60")
-    number_list(int, "lr_decay_steps", None,
-                "Iterations at which to divide the rate by 10; overrides --lr_decay_epochs "
-                "(none: use --lr_decay_epochs).", "32000,48000", optional=True)
-    number(float, "warmup_epochs", 0.0, "Linear warm-up epochs.")
-    number(float, "warm_start_learning_rate", None,
-           "A small rate held for --warm_start_steps (the paper's ResNet-110 uses 0.01; none: "
-           "no warm start, or ResNet-110's).", optional=True)
-    number(int, "warm_start_steps", 0, "Iterations of warm start.")
-    number(float, "momentum", None, "SGD momentum.")
-    number(float, "weight_decay", None,
-           "Coupled L2 decay on conv and dense kernels (0.5 * wd * ||w||^2).")
-    number(float, "label_smoothing", 0.0, "Label smoothing (not in the paper).")
-    define(flags.DEFINE_enum, "augmentation", default("augmentation"), list(AUGMENTATION_FLAG_CHOICES),
-           "Training augmentation. auto: the dataset's recipe (cifar for CIFAR-10, paper "
-           "otherwise); paper: the paper's scale augmentation; inception: random-resized crops; "
-           "cifar: 4-pixel padding, random 32x32 crop, flip.")
-    define(flags.DEFINE_bool, "lighting", False, "Krizhevsky PCA lighting noise (alphastd 0.1).")
-    define(flags.DEFINE_enum, "mixed_precision", "float32", list(PRECISIONS),
-           "Compute precision; logits and loss stay float32.")
-    define(flags.DEFINE_enum, "jit_compile", "auto", list(JIT_MODES),
-           "XLA: auto is on for GPU/TPU and off on CPU (where it is slower).")
-    number(int, "steps_per_execution", None, "Training steps per tf.function call.")
-    number(int, "eval_every_epochs", 1, "Evaluate every N epochs (0: only at the end).")
-    define(flags.DEFINE_bool, "evaluate", True,
-           "Evaluate on the evaluation split (--noevaluate: never, e.g. to measure training "
-           "throughput on --dataset=synthetic).")
-    define(flags.DEFINE_enum, "final_eval_mode", "center", list(EVAL_MODES),
-           "Extra evaluation at the end: ten_crop is the paper's 10-crop testing.")
-    define(flags.DEFINE_enum, "final_split", default("final_split", "validation"),
-           list(FINAL_SPLITS),
-           "validation: train on the training split and evaluate on the held-out validation "
-           "split (to choose a schedule); test: train on every training image (train + "
-           "validation) and evaluate on the test split, as the paper's final CIFAR-10 numbers "
-           "do. test needs a dataset with both (cifar10, cifar10_folder).")
-    number(int, "log_every_steps", 100, "Progress line every N steps.")
-    number_list(int, "profile_steps", None,
-                "first,last: a TensorFlow profiler trace of these training steps, in "
-                "MODEL_DIR/train (TensorBoard's Profile tab); none: no trace.", "5,8",
-                optional=True)
-    number(int, "keep_checkpoints", 3, "Checkpoints to keep.")
-    number(int, "checkpoint_every_steps", None,
-           "Save every N steps too (none: at the end of every epoch).", optional=True)
-    define(flags.DEFINE_enum, "on_damaged_checkpoint", "previous", list(ON_DAMAGED),
-           "When the newest checkpoint fails its check at a resume: previous names it, moves "
-           "it to checkpoints/damaged/ and resumes from the newest whole one; stop exits with "
-           "that one-line error, leaving the checkpoints as they are.")
-    number(int, "seed", None, "Random seed (weights, data order); none: a random one.",
-           optional=True)
-    define(flags.DEFINE_bool, "deterministic", False, "Deterministic input pipeline (slower).")
-    define(flags.DEFINE_string, "data_service", None,
-           "grpc://HOST:PORT of a tf.data service dispatcher (python -m "
-           "keras_resnet.data_service): the training input runs on its workers, evaluation "
-           "stays local; none: all input in this process (docs/data.md).")
-    define(flags.DEFINE_string, "model_dir", default("model_dir", None),
-           "Run folder: checkpoints, TensorBoard logs, run.json, flags.txt. Resumed if it exists.")
-    define(flags.DEFINE_enum, "strategy", "default", list(STRATEGIES),
-           "tf.distribute strategy.")
-    define(flags.DEFINE_list, "devices", None,
-           "Devices for mirrored/one_device, e.g. /gpu:0,/gpu:1.")
-    number(int, "cpu_devices", 0, "Split the CPU into N logical devices (testing aid).")
-    define(flags.DEFINE_string, "tpu", None, "TPU name or address for --strategy=tpu.")
-    define(flags.DEFINE_string, "result_file", None, "Also write the final result as JSON here.")
-    define(flags.DEFINE_bool, "verbose", False,
-           "Show TensorFlow's start-up and C++ log lines and libraries' INFO lines (hidden by "
-           "default; a TF_CPP_MIN_LOG_LEVEL of your own is kept either way).")
-    for name, define_one in definitions:
-        if name not in exclude:
-            define_one()
+def _run_flags(d):
+    d.define(flags.DEFINE_enum, "augmentation", d.default("augmentation"), list(AUGMENTATION_FLAG_CHOICES),
+             "Training augmentation. auto: the dataset's recipe (cifar for CIFAR-10, paper "
+             "otherwise); paper: the paper's scale augmentation; inception: random-resized crops; "
+             "cifar: 4-pixel padding, random 32x32 crop, flip.")
+    d.define(flags.DEFINE_bool, "lighting", False, "Krizhevsky PCA lighting noise (alphastd 0.1).")
+    d.define(flags.DEFINE_enum, "mixed_precision", "float32", list(PRECISIONS),
+             "Compute precision; logits and loss stay float32.")
+    d.define(flags.DEFINE_enum, "jit_compile", "auto", list(JIT_MODES),
+             "XLA: auto is on for GPU/TPU and off on CPU (where it is slower).")
+    d.number(int, "steps_per_execution", None, "Training steps per tf.function call.")
+    d.number(int, "eval_every_epochs", 1, "Evaluate every N epochs (0: only at the end).")
+    d.define(flags.DEFINE_bool, "evaluate", True,
+             "Evaluate on the evaluation split (--noevaluate: never, e.g. to measure training "
+             "throughput on --dataset=synthetic).")
+    d.define(flags.DEFINE_enum, "final_eval_mode", "center", list(EVAL_MODES),
+             "Extra evaluation at the end: ten_crop is the paper's 10-crop testing.")
+    d.define(flags.DEFINE_enum, "final_split", d.default("final_split", "validation"),
+             list(FINAL_SPLITS),
+             "validation: train on the training split and evaluate on the held-out validation "
+             "split (to choose a schedule); test: train on every training image (train + "
+             "validation) and evaluate on the test split, as the paper's final CIFAR-10 numbers "
+             "do. test needs a dataset with both (cifar10, cifar10_folder).")
+    d.number(int, "log_every_steps", 100, "Progress line every N steps.")
+    d.number_list(int, "profile_steps", None,
+                  "first,last: a TensorFlow profiler trace of these training steps, in "
+                  "MODEL_DIR/train (TensorBoard's Profile tab); none: no trace.", "5,8",
+                  optional=True)
+    d.number(int, "keep_checkpoints", 3, "Checkpoints to keep.")
+    d.number(int, "checkpoint_every_steps", None,
+             "Save every N steps too (none: at the end of every epoch).", optional=True)
+    d.define(flags.DEFINE_enum, "on_damaged_checkpoint", "previous", list(ON_DAMAGED),
+             "When the newest checkpoint fails its check at a resume: previous names it, moves "
+             "it to checkpoints/damaged/ and resumes from the newest whole one; stop exits with "
+             "that one-line error, leaving the checkpoints as they are.")
+    d.number(int, "seed", None, "Random seed (weights, data order); none: a random one.",
+             optional=True)
+    d.define(flags.DEFINE_bool, "deterministic", False, "Deterministic input pipeline (slower).")
+    d.define(flags.DEFINE_string, "data_service", None,
+             "grpc://HOST:PORT of a tf.data service dispatcher (python -m "
+             "keras_resnet.data_service): the training input runs on its workers, evaluation "
+             "stays local; none: all input in this process (docs/data.md).")
+    d.define(flags.DEFINE_string, "model_dir", d.default("model_dir", None),
+             "Run folder: checkpoints, TensorBoard logs, run.json, flags.txt. Resumed if it exists.")
+    d.define(flags.DEFINE_enum, "strategy", "default", list(STRATEGIES),
+             "tf.distribute strategy.")
+    d.define(flags.DEFINE_list, "devices", None,
+             "Devices for mirrored/one_device, e.g. /gpu:0,/gpu:1.")
+    d.number(int, "cpu_devices", 0, "Split the CPU into N logical devices (testing aid).")
+    d.define(flags.DEFINE_string, "tpu", None, "TPU name or address for --strategy=tpu.")
+    d.define(flags.DEFINE_string, "result_file", None, "Also write the final result as JSON here.")
+    d.define(flags.DEFINE_bool, "verbose", False,
+             "Show TensorFlow's start-up and C++ log lines and libraries' INFO lines (hidden by "
+             "default; a TF_CPP_MIN_LOG_LEVEL of your own is kept either way).")
 
 
 def define_compare_flags(flag_values=FLAGS):
@@ -490,81 +519,7 @@ def run(argv, recipe, banner=None, log_prefix=""):
         sys.exit(128 + result["stopped_by_signal"])
 
 
-# ---------------------------------------------------------------------------------------
-# The flag tables of docs/training.md, from the definitions above
+if __name__ == "__main__":  # docs/training.md's flag tables (trainers/flag_tables.py)
+    import flag_tables
 
-TABLE_BEGIN = "<!-- generated by `python trainers/common.py docs/training.md`: edit the flags -->"
-TABLE_END = "<!-- end of generated flags -->"
-
-
-def _default_text(flag):
-    value = flag.default
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "`true`" if value else "`false`"
-    if isinstance(value, list):
-        return f"`{','.join(number_text(v) for v in value)}`"
-    if isinstance(value, float):
-        return f"`{number_text(value)}`"
-    return f"`{value}`"
-
-
-def _meaning(flag):
-    text = flag.help
-    if isinstance(flag.parser, flags.EnumParser):
-        text = text.split(">: ", 1)[-1]  # absl's "<a|b>: " before the help
-        text = "One of " + ", ".join(f"`{v}`" for v in flag.parser.enum_values) + ". " + text
-    elif flag.parser.syntactic_help and isinstance(flag.parser, (_NumberListParser,
-                                                                 _OptionalNumberParser)):
-        text += f" ({flag.parser.syntactic_help})"
-    return text.replace("|", "\\|")
-
-
-def _flag_name(flag):
-    return f"`--[no]{flag.name}`" if flag.boolean else f"`--{flag.name}`"
-
-
-def flags_markdown():
-    """The markdown of docs/training.md's flag tables: the trainers' flags with each
-    trainer's default, then compare.py's own."""
-    imagenet, cifar10, compare = flags.FlagValues(), flags.FlagValues(), flags.FlagValues()
-    define_flags(imagenet, recipes.IMAGENET)
-    define_flags(cifar10, recipes.CIFAR10)
-    define_compare_flags(compare)
-    lines = [
-        "| flag | `imagenet.py` default | `cifar10.py` default | meaning |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name in sorted(imagenet):
-        first, second = imagenet[name], cifar10[name]
-        default, other = _default_text(first), _default_text(second)
-        lines.append(f"| {_flag_name(first)} | {default} | {'same' if other == default else other} "
-                     f"| {_meaning(first)} |")  # fmt: skip
-    lines += ["", "`trainers/compare.py` takes every flag above except `--model`, `--model_dir` "
-              "and `--result_file`, and these:", "",
-              "| flag | default | meaning |", "| --- | --- | --- |"]  # fmt: skip
-    for name in sorted(compare):
-        flag = compare[name]
-        lines.append(f"| {_flag_name(flag)} | {_default_text(flag)} | {_meaning(flag)} |")
-    return "\n".join(lines) + "\n"
-
-
-def replace_generated(text, table):
-    """`text` (a markdown file) with the part between TABLE_BEGIN and TABLE_END replaced."""
-    if TABLE_BEGIN not in text or TABLE_END not in text:
-        raise ValueError(f"no generated flags section ({TABLE_BEGIN} ... {TABLE_END})")
-    before, rest = text.split(TABLE_BEGIN, 1)
-    _, after = rest.split(TABLE_END, 1)
-    return f"{before}{TABLE_BEGIN}\n{table}{TABLE_END}{after}"
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 1:
-        sys.stdout.write(flags_markdown())
-    else:
-        for path in sys.argv[1:]:
-            with open(path) as f:
-                text = f.read()
-            with open(path, "w") as f:
-                f.write(replace_generated(text, flags_markdown()))
+    flag_tables.main(sys.argv[1:])

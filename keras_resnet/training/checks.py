@@ -3,10 +3,13 @@ so that a bad flag is named in one line before TensorFlow builds anything. The c
 need them (the batch against the replicas, a split the dataset lacks) are train()'s."""
 
 import math
+import os
 
+from keras_resnet import checkpoints, runs
 from keras_resnet.models import canonical_name
 from keras_resnet.settings import EVAL_MODES, FINAL_SPLITS, JIT_MODES, PRECISIONS, SCHEDULES
 from keras_resnet.recipes import data_service_address as data_address
+from keras_resnet.training import initial_weights
 
 MAX_IMAGE_SIZE = 2048
 
@@ -60,6 +63,13 @@ def validate(config):
             data_address(config.data_service)
         except ValueError as error:
             fail("data_service", str(error))
+    if not (math.isfinite(config.freeze_backbone_epochs) and config.freeze_backbone_epochs >= 0):
+        fail("freeze_backbone_epochs", f"must be 0 or more, got {config.freeze_backbone_epochs}")
+    resuming = os.path.isdir(config.model_dir) and bool(
+        checkpoints.listed(runs.checkpoint_dir(config.model_dir)))  # fmt: skip
+    weights_problem = initial_weights.problem(config, resuming)
+    if weights_problem:
+        fail(f"weights={config.weights}", weights_problem)
     for rate_flag in ("base_learning_rate", "warm_start_learning_rate"):
         rate = getattr(config, rate_flag)
         if rate is not None and not (math.isfinite(rate) and rate > 0):  # NaN > 0 is False too

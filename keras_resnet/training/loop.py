@@ -2,6 +2,7 @@
 rules at each stop: metrics, epoch bookkeeping, saves, evaluations, a signal's stop)."""
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -14,6 +15,7 @@ from keras_resnet import data as data_lib
 from keras_resnet import checkpoints, plan, run_lock, runs
 from keras_resnet.models import canonical_name
 from keras_resnet.training.checks import validate
+from keras_resnet.training import initial_weights
 from keras_resnet.training.evaluation import Evaluator
 from keras_resnet.training.inputs import Inputs, dataset_info
 from keras_resnet.training.metrics import Throughput, now, summary_writers, write_scalars
@@ -41,6 +43,8 @@ def train(config, strategy=None, log=print, on_damaged_checkpoint="previous"):
     latest checkpoint is handled as on_damaged_checkpoint (checkpoints.ON_DAMAGED) says.
     """
     validate(config)
+    # "imagenet" and torch checkpoints imply their layout: the run's options name it.
+    config = dataclasses.replace(config, model_options=initial_weights.model_options(config))
     strategy = strategy or tf.distribute.get_strategy()
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"--batch_size: {config.batch_size} is not divisible by the "
@@ -52,19 +56,26 @@ def train(config, strategy=None, log=print, on_damaged_checkpoint="previous"):
     if on_damaged_checkpoint not in checkpoints.ON_DAMAGED:
         raise ValueError(f"--on_damaged_checkpoint: must be one of {checkpoints.ON_DAMAGED}, "
                          f"got {on_damaged_checkpoint!r}")  # fmt: skip
+    initial = None
+    if config.weights is not None:
+        initial = initial_weights.InitialWeights(config, info.num_classes, image_size,
+                                                 info.class_names)  # fmt: skip
+        if not checkpoints.listed(runs.checkpoint_dir(config.model_dir)):
+            initial.read()  # a source that cannot be read or does not fit: nothing written yet
     # One writer per run folder, from run.json to result.json: the chief's (the other workers
     # write only their own temporary folders).
     chief = strategy.extended.should_checkpoint
     with run_lock.hold(config.model_dir, log=log) if chief else contextlib.nullcontext():
         return _train(config, strategy, log, on_damaged_checkpoint, info, train_split,
-                      eval_split, image_size, steps_per_epoch, total_steps)  # fmt: skip
+                      eval_split, image_size, steps_per_epoch, total_steps, initial)  # fmt: skip
 
 
 def _train(config, strategy, log, on_damaged_checkpoint, info, train_split, eval_split,
-           image_size, steps_per_epoch, total_steps):  # fmt: skip
+           image_size, steps_per_epoch, total_steps, initial):  # fmt: skip
     """train() once its checks are done and the run folder is its own."""
     run_config = runs.prepare(config, info, image_size, train_split, eval_split,
-                              strategy.extended.should_checkpoint, log)  # fmt: skip
+                              strategy.extended.should_checkpoint, log,
+                              initial.record if initial else None)  # fmt: skip
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     jit = uses_jit(config.jit_compile, strategy)
@@ -72,8 +83,9 @@ def _train(config, strategy, log, on_damaged_checkpoint, info, train_split, eval
     if warning:
         log(f"warning: {warning}")
     state = State(config, run_config, strategy, steps_per_epoch, total_steps, log,
-                  on_damaged_checkpoint)  # fmt: skip
-    steps = Steps(config, state, strategy, info.num_classes, jit)
+                  on_damaged_checkpoint, initial)  # fmt: skip
+    freeze_steps = min(round(config.freeze_backbone_epochs * steps_per_epoch), total_steps)
+    steps = Steps(config, state, strategy, info.num_classes, jit, freeze_steps)
     inputs = Inputs(config, strategy, image_size, steps_per_epoch, train_split)
     writers = summary_writers(config, strategy, eval_split)
     step = int(state.global_step.numpy())
@@ -89,6 +101,9 @@ def _train(config, strategy, log, on_damaged_checkpoint, info, train_split, eval
         f"{config.batch_size}, {config.mixed_precision}, jit_compile={jit}: steps {step} -> "
         f"{total_steps} ({steps_per_epoch} per epoch)"
     )
+    if step < freeze_steps:
+        log(f"Steps {step} -> {freeze_steps} train the classifier alone (the rest frozen, BN in "
+            "inference mode); then everything")  # fmt: skip
     own_signals = () if state.preemption is not None else (signal.SIGTERM, signal.SIGINT)
     with SignalFlag(own_signals, log) as signals, inputs.serving():
         evaluator = Evaluator(steps, inputs, eval_split, info.num_examples(eval_split),
@@ -132,7 +147,7 @@ class Loop:
                                       steps_per_execution=config.steps_per_execution)  # fmt: skip
                 profiler.before(step + 1, stop)
                 called = time.monotonic()
-                self._run_steps(iterator, stop - step)
+                self._run_steps(iterator, step, stop - step)
                 self.signals.took(time.monotonic() - called)
                 step = stop
                 profiler.after(step)
@@ -143,9 +158,9 @@ class Loop:
         result["steps"] = step
         return result
 
-    def _run_steps(self, iterator, count):
+    def _run_steps(self, iterator, step, count):
         try:
-            self.steps.train_steps(iterator, tf.constant(count, tf.int64))
+            self.steps.run(iterator, step, count)
         except tf.errors.OpError as error:
             translated = self.inputs.translate(error, self.inputs.train_split)
             if translated is None:

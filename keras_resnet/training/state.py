@@ -1,5 +1,6 @@
 """What a run carries from step to step: the model, the optimizer, the step and epoch
-counters, and the checkpoint that holds them all (restored from the newest whole save)."""
+counters, and the checkpoint that holds them all (restored from the newest whole save, or at
+a fresh start with --weights, the model's values from initial_weights)."""
 
 import hashlib
 import os
@@ -18,7 +19,7 @@ class State:
     from its latest save if there is one."""
 
     def __init__(self, config, run_config, strategy, steps_per_epoch, total_steps, log,
-                 on_damaged_checkpoint="previous"):  # fmt: skip
+                 on_damaged_checkpoint="previous", initial=None):  # fmt: skip
         previous_policy = keras.config.dtype_policy()
         keras.config.set_dtype_policy(config.mixed_precision)
         try:
@@ -44,6 +45,8 @@ class State:
                                                   on_damaged_checkpoint, self.is_chief, log)  # fmt: skip
         if latest:
             log(f"Resumed from {latest} at step {int(self.global_step.numpy())}")
+        elif initial is not None:  # a fresh start: the source's weights (initial_weights.py)
+            initial.assign(self.model, log)
         # Every worker takes part in saving; only the chief's files are kept.
         self.write_dir = self.checkpoint_dir if self.is_chief else os.path.join(
             config.model_dir, f".worker-{strategy.cluster_resolver.task_id}-checkpoints")  # fmt: skip

@@ -15,12 +15,20 @@ give silently wrong numbers or fail inside a kernel.
 import keras
 import tensorflow as tf
 
+from keras_resnet.models import CLASSIFIER
 from keras_resnet.training.metrics import Totals, correct
 
 
-def decayed_variables(model):
-    """The variables the paper's weight decay applies to: conv and dense kernels, not BN."""
-    return [v for v in model.trainable_variables if v.path.endswith("kernel")]
+def decayed_variables(model, variables=None):
+    """The variables the paper's weight decay applies to: conv and dense kernels, not BN
+    parameters nor biases (of `variables`, default: every trainable one)."""
+    variables = model.trainable_variables if variables is None else variables
+    return [v for v in variables if v.path.endswith("kernel")]
+
+
+def classifier_variables(model):
+    """The classifier's kernel and bias: what trains while the backbone is frozen."""
+    return list(model.get_layer(CLASSIFIER).trainable_variables)
 
 
 def weight_decay_loss(variables, weight_decay):
@@ -55,23 +63,28 @@ def assert_full_batch(labels, per_replica_batch):
 
 
 def replica_train_step(model, optimizer, totals, num_classes, global_batch, replicas,
-                       label_smoothing=0.0, weight_decay=0.0):  # fmt: skip
+                       label_smoothing=0.0, weight_decay=0.0, frozen_backbone=False):  # fmt: skip
     """One replica's SGD step on its batch (images, labels), adding its loss and hits to
-    `totals`: the function that strategy.run calls."""
+    `totals`: the function that strategy.run calls. With `frozen_backbone` only the classifier
+    trains (and is decayed), and the model runs in inference mode: BatchNormalization then
+    normalises with its moving statistics and leaves them as they are (setting layers'
+    `trainable` instead would change the variable lists a compiled step and the optimizer's
+    slots were made for)."""
     per_replica_batch = global_batch // replicas
-    kernels = decayed_variables(model)
+    variables = classifier_variables(model) if frozen_backbone else model.trainable_variables
+    kernels = decayed_variables(model, variables)
 
     def _replica_train_step(images, labels):
         with tf.control_dependencies([assert_full_batch(labels, per_replica_batch)]):
             images = tf.identity(images)
         with tf.GradientTape() as tape:
-            logits = tf.cast(model(images, training=True), tf.float32)
+            logits = tf.cast(model(images, training=not frozen_backbone), tf.float32)
             loss, per_example = train_loss(logits, labels, num_classes, global_batch,
                                            label_smoothing, kernels, weight_decay,
                                            replicas)  # fmt: skip
             scaled = optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        gradients = tape.gradient(scaled, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
         weights = tf.ones_like(labels, tf.float32)
         totals.add(tf.reduce_sum(per_example), *correct(logits, labels, weights), tf.size(labels))
 
@@ -136,16 +149,25 @@ class Steps:
     """A run's compiled steps: training (SGD with the paper's coupled weight decay, XLA where
     `jit`), evaluation, BN statistics averaging, and the finiteness check before a save."""
 
-    def __init__(self, config, state, strategy, num_classes, jit):
+    def __init__(self, config, state, strategy, num_classes, jit, freeze_steps=0):
         self.strategy = strategy
         self.replicas = strategy.num_replicas_in_sync
+        self.freeze_steps = freeze_steps
         with strategy.scope():
             self.train_totals, self.eval_totals = Totals(strategy), Totals(strategy)
-        train = replica_train_step(state.model, state.optimizer, self.train_totals, num_classes,
-                                   config.batch_size, self.replicas, config.label_smoothing,
-                                   config.weight_decay)  # fmt: skip
-        train = tf.function(train, jit_compile=True) if jit else train
-        self.train_steps = multi_step(strategy, train, counter=state.global_step)
+
+        def compiled(frozen_backbone):
+            train = replica_train_step(state.model, state.optimizer, self.train_totals,
+                                       num_classes, config.batch_size, self.replicas,
+                                       config.label_smoothing, config.weight_decay,
+                                       frozen_backbone)  # fmt: skip
+            train = tf.function(train, jit_compile=True) if jit else train
+            return multi_step(strategy, train, counter=state.global_step)
+
+        self.train_steps = compiled(False)
+        # A function of its own for the frozen phase: each is traced once, whichever phase a
+        # run resumes in; the optimizer's slots exist for every variable from the start.
+        self.frozen_steps = compiled(True) if freeze_steps else None
         evaluate = replica_eval_step(state.model, self.eval_totals, num_classes,
                                      config.batch_size // self.replicas)  # fmt: skip
         self.eval_step = eval_step(strategy, evaluate)
@@ -155,6 +177,15 @@ class Steps:
         self.checked = [v for v in [*state.model.weights, *state.optimizer.variables]
                         if "float" in str(v.dtype)]  # fmt: skip
         self.non_finite = tf.function(self._non_finite)
+
+    def run(self, iterator, step, count):
+        """`count` training steps after `step`: those below freeze_steps with the backbone
+        frozen, the rest with everything training."""
+        frozen = min(count, max(self.freeze_steps - step, 0))
+        if frozen:
+            self.frozen_steps(iterator, tf.constant(frozen, tf.int64))
+        if count - frozen:
+            self.train_steps(iterator, tf.constant(count - frozen, tf.int64))
 
     def _average_moving_statistics(self):
         # Each replica's BN keeps its own moving statistics (per-GPU BN, as in the paper);

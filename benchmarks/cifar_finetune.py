@@ -38,15 +38,12 @@ leg), and OUTPUT/results.json holds them. Rerunning the command skips the legs t
 
 import argparse
 import os
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 DEFAULT_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jpg.tar.gz")
 PRETRAIN_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
 FINETUNE_CLASSES = ("dog", "frog", "horse", "ship", "truck")
-LEGS = ("pretrain", "finetune", "scratch")
 
 
 def parse_args(argv=None):
@@ -65,12 +62,24 @@ def parse_args(argv=None):
     parser.add_argument("--freeze_backbone_epochs", type=float, default=0.0)
     parser.add_argument("--scratch_learning_rate", type=float, default=0.1,
                         help="the scratch run's rate at batch 128 (the from-scratch recipe's)")
+    parser.add_argument("--finetune_rates", type=_rates, default=(),
+                        help="more finetune legs at these base rates (at batch 256, as the "
+                             "recipe's 0.01), e.g. 0.04,0.1: finetune-lr0.04, ...")  # fmt: skip
+    parser.add_argument("--scratch_rates", type=_rates, default=(),
+                        help="more scratch legs at these rates (at batch 128), e.g. 0.05,0.2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log_every_steps", type=int, default=50)
     args = parser.parse_args(argv)
     if args.images_per_class < 1 or args.train_steps < 1 or not args.pretrain_epochs > 0:
         parser.error("--images_per_class, --train_steps and --pretrain_epochs must be positive")
     return args
+
+
+def _rates(text):
+    rates = tuple(float(item) for item in text.split(",") if item.strip())
+    if any(not rate > 0 for rate in rates):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return rates
 
 
 def _link(target, link):
@@ -105,7 +114,8 @@ def make_datasets(source, folder, images_per_class):
 
 
 def configs(args, pretrain_data, finetune_data):
-    """The three legs' TrainConfigs."""
+    """{leg: TrainConfig}: pretrain, finetune, scratch, then the --finetune_rates and
+    --scratch_rates legs."""
     from keras_resnet import recipes
 
     shared = dict(dataset="folder", image_size=32, augmentation="cifar", batch_size=args.batch_size,
@@ -116,17 +126,27 @@ def configs(args, pretrain_data, finetune_data):
     pretrain = recipes.config(args.model, out("pretrain"), **shared, data_dir=pretrain_data,
                               epochs=args.pretrain_epochs, warmup_epochs=1.0)  # fmt: skip
     finetune_rules = {**recipes.IMAGENET, **recipes.FINETUNE}
-    finetune = recipes.TrainConfig(**{
-        **finetune_rules, **shared, "model": args.model, "model_dir": out("finetune"),
-        "data_dir": finetune_data, "train_steps": args.train_steps,
-        "weights": os.path.abspath(out("pretrain")),
-        "freeze_backbone_epochs": args.freeze_backbone_epochs,
-    })  # fmt: skip
-    scratch = recipes.config(args.model, out("scratch"), **{
-        **shared, "data_dir": finetune_data, "train_steps": args.train_steps,
-        "warmup_epochs": 1.0, "base_learning_rate": args.scratch_learning_rate,
-    })  # fmt: skip
-    return dict(pretrain=pretrain, finetune=finetune, scratch=scratch)
+
+    def finetune(leg, **rate):
+        return recipes.TrainConfig(**{
+            **finetune_rules, **shared, "model": args.model, "model_dir": out(leg),
+            "data_dir": finetune_data, "train_steps": args.train_steps,
+            "weights": os.path.abspath(out("pretrain")),
+            "freeze_backbone_epochs": args.freeze_backbone_epochs, **rate,
+        })  # fmt: skip
+
+    def scratch(leg, rate):
+        return recipes.config(args.model, out(leg), **{
+            **shared, "data_dir": finetune_data, "train_steps": args.train_steps,
+            "warmup_epochs": 1.0, "base_learning_rate": rate,
+        })  # fmt: skip
+
+    legs = dict(pretrain=pretrain, finetune=finetune("finetune"),
+                scratch=scratch("scratch", args.scratch_learning_rate))
+    legs.update({f"finetune-lr{r:g}": finetune(f"finetune-lr{r:g}", base_learning_rate=r)
+                 for r in args.finetune_rates})  # fmt: skip
+    legs.update({f"scratch-lr{r:g}": scratch(f"scratch-lr{r:g}", r) for r in args.scratch_rates})
+    return legs
 
 
 def run_leg(name, config):
@@ -156,12 +176,12 @@ def main(argv=None):
     results = (files.read_json(results_path, "remove it to start the table anew")
                if os.path.exists(results_path) else {})  # fmt: skip
     legs = configs(args, *data)
-    for name in LEGS:
+    for name, config in legs.items():
         if (results.get(name) or {}).get("test_top1_error") is None:
-            results[name] = run_leg(name, legs[name])
+            results[name] = run_leg(name, config)
             results["settings"] = vars(args)
             files.write_json_atomically(results_path, results)
-    for name in LEGS:
+    for name in legs:
         error = results[name]["test_top1_error"]
         print(f"{name:>9}: {results[name]['steps']} steps, test top-1 error "
               f"{'n/a' if error is None else f'{100 * error:.2f}%'} (val/ of its classes)")  # fmt: skip

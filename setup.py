@@ -12,6 +12,18 @@ setup(
     packages=find_packages(include=["keras_resnet", "keras_resnet.*"]),
     # The ImageNet class names behind keras_resnet.decode_predictions.
     package_data={"keras_resnet": ["imagenet_classes.txt"]},
+    # The trainers, the comparison, the export and the plot as commands (trainers/*.py and
+    # export/saved_model.py run the same functions from a checkout).
+    entry_points={
+        "console_scripts": [
+            "keras-resnet-train = keras_resnet.cli.imagenet:run",
+            "keras-resnet-cifar10 = keras_resnet.cli.cifar10:run",
+            "keras-resnet-finetune = keras_resnet.cli.finetune:run",
+            "keras-resnet-compare = keras_resnet.cli.compare:run",
+            "keras-resnet-export = keras_resnet.cli.saved_model:run",
+            "keras-resnet-plot = keras_resnet.plot:main",
+        ]
+    },
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<3",

@@ -4,8 +4,8 @@ TrainConfig's fields take are keras_resnet.settings').
 A recipe is a read-only mapping from TrainConfig field names to typed
 values (tuples, floats, None for "the dataset's own"), so `TrainConfig(model_dir=...,
 **recipe)` is the run and `config(model, model_dir, **given)` the run with what a user gave.
-The trainers' flag defaults are these values (trainers/common.py) and TrainConfig's own
-defaults are the ImageNet recipe's.
+The trainers' flag defaults are these values (keras_resnet/cli/common.py) and TrainConfig's
+own defaults are the ImageNet recipe's.
 
 ImageNet (He et al. 2015, section 3.4): "We use SGD with a mini-batch size of 256. The
 learning rate starts from 0.1 and is divided by 10 when the error plateaus, and the models

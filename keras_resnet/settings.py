@@ -1,7 +1,7 @@
 """The choices each training setting takes, and each setting's flag form: written once.
 
 A TrainConfig field (keras_resnet.recipes) holds a typed value: tuples for lists, None for "the
-dataset's own" or "none". Its trainer flag (trainers/common.py) and its line in flags.txt
+dataset's own" or "none". Its trainer flag (keras_resnet/cli/common.py) and its line in flags.txt
 (keras_resnet.hparams) hold the flag form: lists, "auto" for augmentation None, and as text
 "30,60", "none", "true". flag_value/typed_value convert between the typed value and the
 parsed flag, flag_text gives the text; the builders (keras_resnet.blocks), the pipelines

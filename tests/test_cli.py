@@ -20,12 +20,10 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from keras_resnet import hparams, recipes, runs, training
+from keras_resnet.cli import common, flag_tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINERS = os.path.join(REPO, "trainers")
-sys.path.insert(0, TRAINERS)
-import common  # noqa: E402  (trainers/common.py: the flag definitions)
-import flag_tables  # noqa: E402  (trainers/flag_tables.py: docs/training.md's tables)
 
 IMAGENET = os.path.join(TRAINERS, "imagenet.py")
 CIFAR10 = os.path.join(TRAINERS, "cifar10.py")
@@ -121,7 +119,8 @@ def test_flag_table_in_the_docs_is_generated_from_the_definitions():
     with open(os.path.join(REPO, "docs", "training.md")) as f:
         text = f.read()
     assert flag_tables.replace_generated(text, flag_tables.flags_markdown()) == text, (
-        "docs/training.md's flag table is stale: run python trainers/common.py docs/training.md")
+        "docs/training.md's flag table is stale: run python -m keras_resnet.cli.flag_tables "
+        "docs/training.md")
     for name in defined(recipes.IMAGENET):
         assert f"`--{name}`" in text or f"`--[no]{name}`" in text
 

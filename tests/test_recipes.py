@@ -85,11 +85,11 @@ def test_resnet110_warm_starts_at_0_01_for_400_iterations_unless_the_user_sets_i
 # What a trainer defines, in a fresh process: its flags' defaults as TrainConfig values, and
 # the settings of a run given no flags. It must not import Keras or TensorFlow.
 TRAINER_SCRIPT = """
-import os, runpy, sys
-path = sys.argv[1]
-sys.path.insert(0, os.path.dirname(path))
-module = runpy.run_path(path, run_name="trainer")
-import common
+import importlib, os, sys
+path = sys.argv[1]  # trainers/<name>.py: its flags are keras_resnet.cli.<name>'s
+name = os.path.splitext(os.path.basename(path))[0]
+module = vars(importlib.import_module(f"keras_resnet.cli.{name}"))
+from keras_resnet.cli import common
 from absl import flags
 fv = flags.FLAGS
 fv([path])

@@ -226,8 +226,7 @@ def test_a_run_folder_without_manifests_resumes_as_before_and_an_unreadable_one_
 # file and its temporary folder, as a real one can) or the manifest written after it.
 INJECT_FULL_DISK = """
 import errno, os, runpy, sys
-sys.path.insert(0, os.path.dirname(sys.argv[1]))
-import common
+from keras_resnet.cli import common
 
 where, prepare = os.environ["FULL_DISK_AT"], common.import_quietly
 

@@ -248,8 +248,8 @@ def test_resnet110_gets_the_papers_warm_start_in_every_trainer(tmp_path):
     """0.01 for 400 iterations for the 110-layer nets (section 4.2), from the shared flags, so
     compare.py gets it too; a flag the user gives wins; other depths get none."""
     script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]\n"
-        "import common\n"
+        "import sys; sys.argv = sys.argv[1:]\n"
+        "from keras_resnet.cli import common\n"
         "from absl import flags\n"
         "from keras_resnet import recipes, training\n"
         "common.define_flags(recipe=recipes.CIFAR10)\n"

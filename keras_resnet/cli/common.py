@@ -8,8 +8,7 @@ only absl and keras_resnet's standard-library modules (settings, recipes): `--he
 at once, flag and path errors are one line (`error: --flag...`) before TensorFlow is
 imported, and TensorFlow's start-up lines are hidden unless --verbose (import_quietly).
 
-    python trainers/common.py                     prints the flag tables of docs/training.md
-    python trainers/common.py docs/training.md    rewrites them there
+    python -m keras_resnet.cli.flag_tables docs/training.md    rewrites its flag tables
 """
 
 import contextlib
@@ -20,16 +19,11 @@ import re
 import sys
 import tempfile
 
-from absl import flags
+from absl import app, flags
 from absl import logging as absl_logging
 
-try:  # standard library only (keras_resnet/__init__.py imports its Keras modules on first use)
-    from keras_resnet import flagfile, recipes, run_lock
-except ModuleNotFoundError as error:
-    if error.name != "keras_resnet":
-        raise
-    sys.exit("error: the keras_resnet package is not installed: run `pip install -e .` in the "
-             "repository's root first (README, Quick start)")
+# Standard library only (keras_resnet/__init__.py imports its Keras modules on first use).
+from keras_resnet import flagfile, recipes, run_lock
 from keras_resnet.settings import (
     AUGMENTATION_FLAG_CHOICES,
     EVAL_MODES,
@@ -233,7 +227,8 @@ def _optimisation_flags(d):
 
 
 def _run_flags(d):
-    d.define(flags.DEFINE_enum, "augmentation", d.default("augmentation"), list(AUGMENTATION_FLAG_CHOICES),
+    d.define(flags.DEFINE_enum, "augmentation", d.default("augmentation"),
+             list(AUGMENTATION_FLAG_CHOICES),
              "Training augmentation. auto: the dataset's recipe (cifar for CIFAR-10, paper "
              "otherwise); paper: the paper's scale augmentation; inception: random-resized crops; "
              "cifar: 4-pixel padding, random 32x32 crop, flip.")
@@ -275,7 +270,8 @@ def _run_flags(d):
              "keras_resnet.data_service): the training input runs on its workers, evaluation "
              "stays local; none: all input in this process (docs/data.md).")
     d.define(flags.DEFINE_string, "model_dir", d.default("model_dir", None),
-             "Run folder: checkpoints, TensorBoard logs, run.json, flags.txt. Resumed if it exists.")
+             "Run folder: checkpoints, TensorBoard logs, run.json, flags.txt. Resumed if it "
+             "exists.")
     d.define(flags.DEFINE_enum, "strategy", "default", list(STRATEGIES),
              "tf.distribute strategy.")
     d.define(flags.DEFINE_list, "devices", None,
@@ -519,7 +515,14 @@ def run(argv, recipe, banner=None, log_prefix=""):
         sys.exit(128 + result["stopped_by_signal"])
 
 
-if __name__ == "__main__":  # docs/training.md's flag tables (trainers/flag_tables.py)
-    import flag_tables
-
-    flag_tables.main(sys.argv[1:])
+def run_app(main, module, flags_parser=parse_flags):
+    """absl's app.run(main) for the command whose flags and docstring `module` (a module of
+    keras_resnet.cli) holds, run from a trainers/ or export/ script or a console script.
+    absl's --help prints the __main__ module's docstring and the key flags of the module
+    named sys.argv[0]: they are `module`'s here."""
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and not main_module.__doc__:
+        main_module.__doc__ = module.__doc__
+    for flag in FLAGS.get_key_flags_for_module(module.__name__):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main, **({"flags_parser": flags_parser} if flags_parser else {}))

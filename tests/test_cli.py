@@ -208,7 +208,7 @@ def test_run_json_flags_round_trip_to_the_same_config(tmp_path):
     for recipe in (recipes.IMAGENET, recipes.CIFAR10, {**recipes.IMAGENET, **recipes.FINETUNE}):
         flag_values = defined(recipe)
         flag_values(["trainer", f"--flagfile={flagfile}"])
-        again = common.config_from_flags(training, recipe, flag_values)
+        again = common.config_from_flags(recipe, flag_values)
         assert again == dataclasses.replace(config, lr_decay_factor=0.1)
 
 
@@ -257,7 +257,7 @@ def test_trainer_run_is_quiet_and_records_typed_flags_and_hparams_at_the_run_roo
     assert (config.final_split, config.train_steps, config.data_dir) == ("test", 2, data_dir)
     flag_values = defined(recipes.IMAGENET)  # the other trainer's defaults
     flag_values(["trainer", f"--flagfile={model_dir}/{runs.FLAGS_FILE}"])
-    assert common.config_from_flags(training, recipes.IMAGENET, flag_values) == config
+    assert common.config_from_flags(recipes.IMAGENET, flag_values) == config
 
 
 def test_comparison_is_quiet_and_its_hparams_show_one_row_per_model(tmp_path):

@@ -254,7 +254,7 @@ def test_resnet110_gets_the_papers_warm_start_in_every_trainer(tmp_path):
         "from keras_resnet import recipes, training\n"
         "common.define_flags(recipe=recipes.CIFAR10)\n"
         "flags.FLAGS(sys.argv)\n"
-        "c = common.config_from_flags(training, recipes.CIFAR10)\n"
+        "c = common.config_from_flags(recipes.CIFAR10)\n"
         "print(c.warm_start_learning_rate, c.warm_start_steps)\n"
     )
 

@@ -460,13 +460,14 @@ def settings_from_flags(recipe, flag_values=FLAGS, **overrides):
     return {**recipe, **given(flag_values), **overrides}
 
 
-def config_from_flags(training, recipe, flag_values=FLAGS, **overrides):
-    """The run's TrainConfig: settings_from_flags, with ResNet-110's warm start where the
-    user gave none of its own (keras_resnet.recipes.warm_start_for)."""
+def config_from_flags(recipe, flag_values=FLAGS, **overrides):
+    """The run's TrainConfig, the one way every command makes it: settings_from_flags, with
+    ResNet-110's warm start where the user gave none of its own (recipes.warm_start_for,
+    which imports Keras to check the model's name)."""
     user = {**given(flag_values), **overrides}
     settings = {**recipe, **user}
     settings.update(recipes.warm_start_for(settings["model"], user))
-    return training.TrainConfig(**settings)
+    return recipes.TrainConfig(**settings)
 
 
 def make_strategy(training):
@@ -475,7 +476,7 @@ def make_strategy(training):
     )
 
 
-def run(argv, recipe, banner=None, log_prefix=""):
+def run(argv, recipe, banner=None):
     """The body of every trainer's main(): `recipe` with the flags given; check, train,
     report. `banner` (a function of the run's settings that gives a line) is printed once the
     flags are known to be good."""
@@ -489,30 +490,51 @@ def run(argv, recipe, banner=None, log_prefix=""):
         except OSError as error:
             fail(error)
     (training,) = import_quietly("keras_resnet.training")
-    try:
-        config = config_from_flags(training, recipe)
-        training.validate(config)
-    except ValueError as error:
-        fail(error)
+    config = checked_config(training, recipe)
     if banner:
         print(banner(settings), flush=True)
-    try:
-        # The strategy first: splitting the CPU must happen before TensorFlow touches a device.
-        strategy = make_strategy(training)
-        result = training.train(
-            config, strategy, log=lambda line: print(log_prefix + line, flush=True),
-            on_damaged_checkpoint=FLAGS.on_damaged_checkpoint,
-        )
-    except (ValueError, FileNotFoundError, OSError) as error:
-        fail(error)
-    except training.TrainingDiverged as error:
-        sys.exit(f"training stopped: {error}")
+    # The strategy first: splitting the CPU must happen before TensorFlow touches a device.
+    result = run_config(training, config, strategy_from_flags(training))
     if FLAGS.result_file:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.result_file)), exist_ok=True)
         with open(FLAGS.result_file, "w") as f:
             json.dump(result, f, indent=2)
     if result["stopped_by_signal"]:
         sys.exit(128 + result["stopped_by_signal"])
+
+
+def checked_config(training, recipe, **overrides):
+    """config_from_flags, validated (training.validate); a bad setting exits with one line."""
+    try:
+        config = config_from_flags(recipe, **overrides)
+        training.validate(config)
+    except ValueError as error:
+        fail(error)
+    return config
+
+
+def strategy_from_flags(training):
+    """make_strategy, where a bad --strategy/--devices exits with one line."""
+    try:
+        return make_strategy(training)
+    except ValueError as error:
+        fail(error)
+
+
+def run_config(training, config, strategy, name=None):
+    """training.train(config) for every command: its errors end the process with one line
+    (a bad input or folder: "error: ..."; a diverged loss: "training stopped: ..."). `name`
+    names the run in its log lines and errors where it is one of several (compare.py)."""
+    prefix, named = (f"[{name}] ", f"{name}: ") if name else ("", "")
+    try:
+        return training.train(
+            config, strategy, log=lambda line: print(prefix + line, flush=True),
+            on_damaged_checkpoint=FLAGS.on_damaged_checkpoint,
+        )
+    except (ValueError, FileNotFoundError, OSError) as error:
+        fail(f"{named}{error}")
+    except training.TrainingDiverged as error:
+        sys.exit(f"training stopped: {named}{error}")
 
 
 def run_app(main, module, flags_parser=parse_flags):

@@ -49,35 +49,21 @@ def main(argv):
     # One set of settings for every model: the family's recipe with the flags given, the same
     # initial randomness and data order; per model only its name and folder (and ResNet-110's
     # warm start) differ.
-    settings = {"seed": 0, "deterministic": True, **common.given()}
+    recipe = {**recipes.FAMILIES[families.pop()], "seed": 0, "deterministic": True}
     configs = {
-        name: recipes.config(name, os.path.join(FLAGS.experiment_dir, name), **settings)
+        name: common.checked_config(
+            training, recipe, model=name, model_dir=os.path.join(FLAGS.experiment_dir, name)
+        )
         for name in names
     }
-    for config in configs.values():
-        try:
-            training.validate(config)
-        except ValueError as error:
-            common.fail(error)
-    try:
-        strategy = common.make_strategy(training)
-    except ValueError as error:
-        common.fail(error)
+    strategy = common.strategy_from_flags(training)
     if strategy.extended.should_save_summary:
         # One experiment above the runs: the HParams tab lists every model as a row.
         final_split = configs[names[0]].final_split
         hparams.write_experiment(FLAGS.experiment_dir,
                                  training.FINAL_SPLITS[final_split][1])  # fmt: skip
     for name, config in configs.items():
-        try:
-            result = training.train(
-                config, strategy, log=lambda line: print(f"[{name}] {line}", flush=True),
-                on_damaged_checkpoint=FLAGS.on_damaged_checkpoint,
-            )
-        except (ValueError, FileNotFoundError, OSError) as error:
-            common.fail(f"{name}: {error}")
-        except training.TrainingDiverged as error:
-            raise SystemExit(f"training stopped: {name}: {error}")
+        result = common.run_config(training, config, strategy, name=name)
         if result.get("stopped_by_signal"):
             raise SystemExit(128 + result["stopped_by_signal"])
     plot.report(FLAGS.experiment_dir, responses=FLAGS.responses)

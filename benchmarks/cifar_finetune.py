@@ -24,7 +24,7 @@ and three runs of keras_resnet.training.train (the trainers' loop) in OUTPUT/:
                a cosine schedule for --pretrain_epochs
     finetune   the same net on "finetune" from the pretrain run (--weights=OUTPUT/pretrain: its
                backbone, a new 5-class classifier), by recipes.FINETUNE's rules adapted to
-               32x32: 0.01 at batch 256 scaled linearly (0.005 at 128), one epoch of linear
+               32x32: 0.04 at batch 256 scaled linearly (0.02 at 128), one epoch of linear
                warm-up, cosine, weight decay 1e-4 on kernels, --freeze_backbone_epochs; the
                cifar augmentation and --image_size=32 instead of 224 px random-resized crops
     scratch    the same net on "finetune" from random weights for the same --train_steps, by
@@ -37,6 +37,7 @@ leg), and OUTPUT/results.json holds them. Rerunning the command skips the legs t
 """
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -64,7 +65,7 @@ def parse_args(argv=None):
                         help="the scratch run's rate at batch 128 (the from-scratch recipe's)")
     parser.add_argument("--finetune_rates", type=_rates, default=(),
                         help="more finetune legs at these base rates (at batch 256, as the "
-                             "recipe's 0.01), e.g. 0.04,0.1: finetune-lr0.04, ...")  # fmt: skip
+                             "recipe's 0.04), e.g. 0.01,0.1: finetune-lr0.01, ...")  # fmt: skip
     parser.add_argument("--scratch_rates", type=_rates, default=(),
                         help="more scratch legs at these rates (at batch 128), e.g. 0.05,0.2")
     parser.add_argument("--seed", type=int, default=0)
@@ -149,11 +150,26 @@ def configs(args, pretrain_data, finetune_data):
     return legs
 
 
+def _check_same_settings(name, config, recorded):
+    """A finished leg is reused only if it ran with this leg's settings (a recipe or flag
+    changed since would otherwise be reported under the new settings)."""
+    changed = [field.name for field in dataclasses.fields(config) if field.name != "model_dir"
+               and getattr(config, field.name) != getattr(recorded, field.name)]  # fmt: skip
+    if changed:
+        raise SystemExit(
+            f"{name}: {config.model_dir} holds a finished run with other settings "
+            f"({', '.join(f'{f}={getattr(recorded, f)!r}, now {getattr(config, f)!r}' for f in changed)}); "
+            "remove it (and its entry in results.json) to run the leg again"
+        )
+
+
 def run_leg(name, config):
     """Trains a leg (or finds it finished); returns its result.json's numbers."""
     from keras_resnet import runs, training
 
     result = runs.read_result(config.model_dir)
+    if result is not None:
+        _check_same_settings(name, config, runs.read_train_config(config.model_dir))
     if result is None or config.train_steps not in (None, result.get("steps")):
         started = time.monotonic()
         result = training.train(config, log=lambda line: print(f"[{name}] {line}", flush=True))
@@ -167,7 +183,7 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     os.environ.setdefault("KERAS_RESNET_CACHE", os.path.join(args.output, ".cache"))
-    from keras_resnet import files
+    from keras_resnet import files, runs
     from keras_resnet.data.sources import resolve_archive
 
     source = resolve_archive(args.data_dir)
@@ -177,7 +193,9 @@ def main(argv=None):
                if os.path.exists(results_path) else {})  # fmt: skip
     legs = configs(args, *data)
     for name, config in legs.items():
-        if (results.get(name) or {}).get("test_top1_error") is None:
+        if (results.get(name) or {}).get("test_top1_error") is not None:
+            _check_same_settings(name, config, runs.read_train_config(config.model_dir))
+        else:
             results[name] = run_leg(name, config)
             results["settings"] = vars(args)
             files.write_json_atomically(results_path, results)

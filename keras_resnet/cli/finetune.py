@@ -7,7 +7,7 @@ photos/train/<class>/*.jpg are the training images and photos/val/<class>/*.jpg 
 validation/, test/) the evaluation ones; the class names are the folder names, recorded in
 run.json and returned by the export as `class_names`. Defaults (keras_resnet.recipes.FINETUNE):
 ResNet-50 from the published ImageNet weights with a new classifier for your classes, batch 64,
-SGD with momentum 0.9 at 0.01 x batch/256 on a cosine schedule after one epoch of warm-up, 15
+SGD with momentum 0.9 at 0.04 x batch/256 on a cosine schedule after one epoch of warm-up, 15
 epochs, random-resized crops, weight decay 1e-4 on conv and dense kernels.
 --weights also takes a torchvision/timm checkpoint, a .weights.h5/.keras file or a run folder;
 --freeze_backbone_epochs=N trains the classifier alone first. Flags: below, and

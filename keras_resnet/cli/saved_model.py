@@ -134,19 +134,14 @@ def main(argv):
     check_flags()
     from keras_resnet import export
 
+    # What either kind of export takes the same way.
+    shared = dict(crop_fraction=FLAGS.crop_fraction, top_k=FLAGS.top_k, version=FLAGS.version,
+                  onnx=FLAGS.onnx, tflite=FLAGS.tflite,
+                  warmup_batch_sizes=warmup_batch_sizes())  # fmt: skip
     try:
         if FLAGS.model_dir is not None:
-            path = export.export_run(
-                FLAGS.model_dir,
-                FLAGS.output,
-                checkpoint=FLAGS.checkpoint,
-                top_k=FLAGS.top_k,
-                version=FLAGS.version,
-                crop_fraction=FLAGS.crop_fraction,
-                onnx=FLAGS.onnx,
-                tflite=FLAGS.tflite,
-                warmup_batch_sizes=warmup_batch_sizes(),
-            )
+            path = export.export_run(FLAGS.model_dir, FLAGS.output, checkpoint=FLAGS.checkpoint,
+                                     **shared)  # fmt: skip
         else:
             options = {
                 name: FLAGS[name].value
@@ -163,12 +158,7 @@ def main(argv):
                 mean=_floats("mean"),
                 std=_floats("std"),
                 model_options=options,
-                crop_fraction=FLAGS.crop_fraction,
-                top_k=FLAGS.top_k,
-                version=FLAGS.version,
-                onnx=FLAGS.onnx,
-                tflite=FLAGS.tflite,
-                warmup_batch_sizes=warmup_batch_sizes(),
+                **shared,
             )
     except (ValueError, OSError, export.ExportError) as error:  # OSError: RunFolderBusy too
         sys.exit(f"error: {error}")

@@ -374,3 +374,34 @@ def test_a_flags_txt_cut_short_is_refused_naming_it(finished_run, tmp_path):
         'under "flags")'
     )
     assert not os.path.exists(tmp_path / "again")
+
+
+def test_run_record_reads_older_run_json_and_writes_todays(tmp_path):
+    """RunRecord.from_json takes what older versions wrote (no splits, no center_crop_fraction,
+    flags as strings, keys it does not know); to_json gives back the dict the trainer writes."""
+    old = dict(model="resnet20", model_options={}, num_classes=2, class_names=["a", "b"],
+               image_size=32, mean=[1.0, 2.0, 3.0], std=[4.0, 5.0, 6.0], dataset="demo",
+               flags={"batch_size": "8", "weights": "None", "model_options.shortcut": "A"},
+               note="kept")  # fmt: skip
+    record = runs.RunRecord.from_json(old)
+    assert (record.train_split, record.eval_split) == ("train", "validation")
+    assert record.flags["batch_size"] == 8 and record.flags["weights"] is None
+    assert record.flags["model_options"] == {"shortcut": "A"}
+    assert record.input_spec().center_crop_fraction == 1.0  # resnet20: the CIFAR family
+    assert "center_crop_fraction" not in record.to_json() and record.to_json()["note"] == "kept"
+    with pytest.raises(ValueError, match="lacks the keys"):
+        runs.RunRecord.from_json({key: value for key, value in old.items() if key != "mean"})
+    fresh = dict(old, center_crop_fraction=1.0, train_split="train", eval_split="test",
+                 data_dir=None, model_dir=str(tmp_path), initial_weights=None,
+                 flags=hparams.typed_record(old["flags"]))  # fmt: skip
+    del fresh["note"]
+    assert runs.RunRecord.from_json(fresh).to_json() == fresh
+    folder = runs.RunFolder(tmp_path)
+    folder.write_record(runs.RunRecord.from_json(fresh))
+    assert runs.RunFolder(tmp_path).record == runs.RunRecord.from_json(fresh)
+    assert runs.read_run_config(str(tmp_path)) == fresh
+    assert folder.read_result() is None
+    folder.write_result(dict(steps=3))
+    assert runs.read_result(str(tmp_path)) == dict(steps=3)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        folder.latest_checkpoint()

@@ -1,11 +1,11 @@
-"""validate(config): the checks of a TrainConfig that need neither the dataset nor a device,
+"""validate(config, folder): the checks of a TrainConfig that need neither the dataset nor a device,
 so that a bad flag is named in one line before TensorFlow builds anything. The checks that
 need them (the batch against the replicas, a split the dataset lacks) are train()'s."""
 
 import math
 import os
 
-from keras_resnet import checkpoints, runs
+from keras_resnet import runs
 from keras_resnet.models import canonical_name
 from keras_resnet.settings import EVAL_MODES, FINAL_SPLITS, JIT_MODES, PRECISIONS, SCHEDULES
 from keras_resnet.recipes import data_service_address as data_address
@@ -14,8 +14,9 @@ from keras_resnet.training import initial_weights
 MAX_IMAGE_SIZE = 2048
 
 
-def validate(config):
-    """Raises ValueError naming the flag at fault, before anything is built."""
+def validate(config, folder=None):
+    """Raises ValueError naming the flag at fault, before anything is built. `folder` is the
+    runs.RunFolder of config.model_dir where the caller has opened it."""
 
     def fail(flag, message):
         raise ValueError(f"--{flag}: {message}")
@@ -65,8 +66,8 @@ def validate(config):
             fail("data_service", str(error))
     if not (math.isfinite(config.freeze_backbone_epochs) and config.freeze_backbone_epochs >= 0):
         fail("freeze_backbone_epochs", f"must be 0 or more, got {config.freeze_backbone_epochs}")
-    resuming = os.path.isdir(config.model_dir) and bool(
-        checkpoints.listed(runs.checkpoint_dir(config.model_dir)))  # fmt: skip
+    folder = folder or runs.RunFolder(config.model_dir)
+    resuming = os.path.isdir(folder.model_dir) and bool(folder.checkpoints())
     weights_problem = initial_weights.problem(config, resuming)
     if weights_problem:
         fail(f"weights={config.weights}", weights_problem)

@@ -5,7 +5,7 @@
     a torch checkpoint      .pth/.pt/.safetensors in torchvision's or timm's naming
                             (keras_resnet.pretrained)
     a Keras weights file    .weights.h5 or .keras, saved from a keras_resnet model
-    a run folder            its latest checkpoint (runs.restore_model)
+    a run folder            its latest checkpoint (runs.RunFolder.restore_model)
 
 The source is read into a model of its own (on the CPU, float32), and its layers are copied by
 name into a model of the run's architecture before anything of the run folder is written: a
@@ -47,7 +47,7 @@ KERAS_SUFFIXES = (".weights.h5", ".keras")
 
 
 def is_run_folder(weights):
-    return os.path.isdir(weights) and os.path.exists(os.path.join(weights, runs.RUN_FILE))
+    return os.path.isdir(weights) and runs.RunFolder(weights).has_run()
 
 
 def name_of(weights, model):
@@ -95,7 +95,7 @@ def problem(config, resuming):
         return f"{weights} does not exist"
     if os.path.isdir(weights) and not is_run_folder(weights):
         return f"{weights} is a folder without {runs.RUN_FILE}: not a training run of keras_resnet"
-    if os.path.isdir(weights) and not checkpoints.listed(runs.checkpoint_dir(weights)):
+    if os.path.isdir(weights) and not runs.RunFolder(weights).checkpoints():
         return f"the run {weights} has no checkpoint yet"
     return None
 
@@ -127,15 +127,15 @@ def _checkpoint_sha256(prefix):
 
 
 def read_source(config, image_size):
-    """(source model, record, class names) for config.weights: the model the source's own
-    loader filled, run.json's record of it (name, sha256, file), and the class names of its
+    """(source model, entry, class names) for config.weights: the model the source's own
+    loader filled, run.json's "initial_weights" entry for it (name, sha256, file), and the class names of its
     classifier where the source records them (a run folder), else None."""
     weights, name = config.weights, canonical_name(config.model)
-    record = dict(name=name_of(weights, config.model))
+    entry = dict(name=name_of(weights, config.model))
     if os.path.isdir(weights):
-        model, source_run, prefix = runs.restore_model(weights)
-        record = dict(record, sha256=_checkpoint_sha256(prefix), file=os.path.abspath(prefix))
-        return model, record, tuple(source_run["class_names"])
+        model, source_record, prefix = runs.RunFolder(weights).restore_model()
+        entry = dict(entry, sha256=_checkpoint_sha256(prefix), file=os.path.abspath(prefix))
+        return model, entry, source_record.class_names
     path = weight_files.imagenet_file(name) if weight_files.is_imagenet(weights) else weights
     if path.endswith(".keras"):
         model = keras.saving.load_model(path, compile=False)
@@ -152,7 +152,7 @@ def read_source(config, image_size):
             model.load_weights(path)
         else:
             pretrained.load_torch_weights(model, path)
-    return model, dict(record, sha256=checkpoints.sha256(path), file=os.path.abspath(path)), None
+    return model, dict(entry, sha256=checkpoints.sha256(path), file=os.path.abspath(path)), None
 
 
 def _signature(layer):
@@ -216,7 +216,7 @@ class InitialWeights:
         config = self.config
         with _source_device():
             try:
-                source, record, source_classes = read_source(config, self.image_size)
+                source, entry, source_classes = read_source(config, self.image_size)
             except pretrained.CheckpointMismatchError as error:
                 more = len(error.problems) - 1
                 raise ValueError(
@@ -226,9 +226,8 @@ class InitialWeights:
             except (OSError, ValueError, ImportError) as error:  # the loaders' own messages
                 raise ValueError(f"--weights={config.weights}: "
                                  f"{checkpoints.one_line(error)}") from None  # fmt: skip
-            run_model = runs.build_model(dict(
-                model=canonical_name(config.model), num_classes=self.num_classes,
-                image_size=self.image_size, model_options=model_options(config)))  # fmt: skip
+            run_model = runs.model_of(canonical_name(config.model), self.num_classes,
+                                      self.image_size, model_options(config))  # fmt: skip
             # Classes are known by name where both sides name them: five other classes are
             # a new classifier, even at the same count.
             same = None in (source_classes, self.class_names) or source_classes == self.class_names
@@ -237,7 +236,7 @@ class InitialWeights:
         # None: the run's model keeps its own new classifier (drawn after the run's seed).
         self.values = [None if id(w) in keep and not self.classifier_copied else w.numpy()
                        for w in run_model.weights]  # fmt: skip
-        self.record = record
+        self.record = entry  # run.json's "initial_weights"
         return self
 
     def assign(self, model, log):

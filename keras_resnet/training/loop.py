@@ -42,7 +42,9 @@ def train(config, strategy=None, log=print, on_damaged_checkpoint="previous"):
     run folder's lock throughout (run_lock.RunFolderBusy if another process has it); a damaged
     latest checkpoint is handled as on_damaged_checkpoint (checkpoints.ON_DAMAGED) says.
     """
-    validate(config)
+    # The folder is opened once, here; validate names a missing --model_dir.
+    folder = runs.RunFolder(config.model_dir) if config.model_dir else None
+    validate(config, folder)
     # "imagenet" and torch checkpoints imply their layout: the run's options name it.
     config = dataclasses.replace(config, model_options=initial_weights.model_options(config))
     strategy = strategy or tf.distribute.get_strategy()
@@ -60,41 +62,41 @@ def train(config, strategy=None, log=print, on_damaged_checkpoint="previous"):
     if config.weights is not None:
         initial = initial_weights.InitialWeights(config, info.num_classes, image_size,
                                                  info.class_names)  # fmt: skip
-        if not checkpoints.listed(runs.checkpoint_dir(config.model_dir)):
+        if not folder.checkpoints():
             initial.read()  # a source that cannot be read or does not fit: nothing written yet
     # One writer per run folder, from run.json to result.json: the chief's (the other workers
     # write only their own temporary folders).
     chief = strategy.extended.should_checkpoint
     with run_lock.hold(config.model_dir, log=log) if chief else contextlib.nullcontext():
-        return _train(config, strategy, log, on_damaged_checkpoint, info, train_split,
+        return _train(config, folder, strategy, log, on_damaged_checkpoint, info, train_split,
                       eval_split, image_size, steps_per_epoch, total_steps, initial)  # fmt: skip
 
 
-def _train(config, strategy, log, on_damaged_checkpoint, info, train_split, eval_split,
+def _train(config, folder, strategy, log, on_damaged_checkpoint, info, train_split, eval_split,
            image_size, steps_per_epoch, total_steps, initial):  # fmt: skip
     """train() once its checks are done and the run folder is its own."""
-    run_config = runs.prepare(config, info, image_size, train_split, eval_split,
-                              strategy.extended.should_checkpoint, log,
-                              initial.record if initial else None)  # fmt: skip
+    record = folder.prepare(config, info, image_size, train_split, eval_split,
+                            strategy.extended.should_checkpoint, log,
+                            initial.record if initial else None)  # fmt: skip
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     jit = uses_jit(config.jit_compile, strategy)
     warning = precision_warning(config.mixed_precision, uses_accelerator(strategy))
     if warning:
         log(f"warning: {warning}")
-    state = State(config, run_config, strategy, steps_per_epoch, total_steps, log,
+    state = State(config, folder, record, strategy, steps_per_epoch, total_steps, log,
                   on_damaged_checkpoint, initial)  # fmt: skip
     freeze_steps = min(round(config.freeze_backbone_epochs * steps_per_epoch), total_steps)
     steps = Steps(config, state, strategy, info.num_classes, jit, freeze_steps)
     inputs = Inputs(config, strategy, image_size, steps_per_epoch, train_split)
     writers = summary_writers(config, strategy, eval_split)
     step = int(state.global_step.numpy())
-    finished = runs.read_result(config.model_dir)
+    finished = folder.read_result()
     if step >= total_steps and finished and finished.get("steps") == step:
         log(f"{config.model_dir} has finished {step} steps already: nothing to train")
         return finished
     log(
-        f"Training {run_config['model']} on {config.dataset} {train_split} "
+        f"Training {record.model} on {config.dataset} {train_split} "
         f"({info.num_examples(train_split)} images, evaluated on {eval_split}, "
         f"{info.num_classes} classes, {image_size}x{image_size}) with {type(strategy).__name__} "
         f"({steps.replicas} replica{'s' if steps.replicas > 1 else ''}), global batch "
@@ -113,7 +115,7 @@ def _train(config, strategy, log, on_damaged_checkpoint, info, train_split, eval
                     steps_per_epoch, total_steps, evaluating=config.evaluate
                     and info.num_examples(eval_split) > 0)  # fmt: skip
         result = loop.run(step)
-        return finish(config, state, steps, evaluator, inputs, result, log, signals)
+        return finish(config, folder, state, steps, evaluator, inputs, result, log, signals)
 
 
 class Loop:
@@ -245,7 +247,7 @@ class Loop:
         return self.state.save(step)
 
 
-def finish(config, state, steps, evaluator, inputs, result, log, signals):
+def finish(config, folder, state, steps, evaluator, inputs, result, log, signals):
     """The final evaluations and result.json of a run that reached its last step."""
     step = result["steps"]
     steps.sync_statistics()
@@ -267,8 +269,7 @@ def finish(config, state, steps, evaluator, inputs, result, log, signals):
             result["stopped_by_signal"] = signals.received
             return result
     if state.is_chief:
-        runs.write_json_atomically(os.path.join(config.model_dir, runs.RESULT_FILE),
-                                   finite_or_none(result))  # fmt: skip
+        folder.write_result(finite_or_none(result))
     final = result.get(split) or result["train"]
     log(
         f"Finished {canonical_name(config.model)}: {step} steps, "

@@ -10,21 +10,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet import checkpoints, runs
+from keras_resnet import checkpoints
 from keras_resnet.training.schedule import make_schedule
 
 
 class State:
-    """The model, the optimizer and the counters, in a checkpoint under `model_dir`: restored
-    from its latest save if there is one."""
+    """The model, the optimizer and the counters, in a checkpoint in the run folder `folder`
+    (a runs.RunFolder): restored from its latest save if there is one. The model is the one
+    that run.json's `record` (runs.RunRecord) describes."""
 
-    def __init__(self, config, run_config, strategy, steps_per_epoch, total_steps, log,
+    def __init__(self, config, folder, record, strategy, steps_per_epoch, total_steps, log,
                  on_damaged_checkpoint="previous", initial=None):  # fmt: skip
         previous_policy = keras.config.dtype_policy()
         keras.config.set_dtype_policy(config.mixed_precision)
         try:
             with strategy.scope():
-                self.model = runs.build_model(run_config)
+                self.model = folder.build_model(record)
                 self.schedule = make_schedule(config, steps_per_epoch, total_steps)
                 optimizer = keras.optimizers.SGD(learning_rate=self.schedule,
                                                  momentum=config.momentum)  # fmt: skip
@@ -39,7 +40,7 @@ class State:
             keras.config.set_dtype_policy(previous_policy)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               global_step=self.global_step, epoch=self.epoch)  # fmt: skip
-        self.checkpoint_dir = runs.checkpoint_dir(config.model_dir)
+        self.checkpoint_dir = folder.checkpoint_dir
         self.is_chief = strategy.extended.should_checkpoint
         latest = checkpoints.restore_newest_whole(self.checkpoint, self.checkpoint_dir,
                                                   on_damaged_checkpoint, self.is_chief, log)  # fmt: skip
@@ -49,7 +50,7 @@ class State:
             initial.assign(self.model, log)
         # Every worker takes part in saving; only the chief's files are kept.
         self.write_dir = self.checkpoint_dir if self.is_chief else os.path.join(
-            config.model_dir, f".worker-{strategy.cluster_resolver.task_id}-checkpoints")  # fmt: skip
+            folder.model_dir, f".worker-{strategy.cluster_resolver.task_id}-checkpoints")  # fmt: skip
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir,
                                                   max_to_keep=config.keep_checkpoints,
                                                   step_counter=self.global_step)  # fmt: skip

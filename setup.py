@@ -40,7 +40,7 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "pytest-xdist>=3.5"],
         # Optional ONNX copy of an export, checked with onnxruntime.
         "onnx": ["tf2onnx>=1.16", "onnxruntime>=1.17"],
         # The models on other Keras 3 backends (KERAS_BACKEND=jax / torch; tests/test_backends.py).

@@ -8,7 +8,6 @@ import collections
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from keras_resnet.data_service import ServerProcess, free_port
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_cli import IMAGENET, NOISE, REPO, run  # noqa: E402  (the trainers as users run them)
 from test_data import _tfrecord_items  # noqa: E402  (three colours of noisy images)
-from test_training import start_workers  # noqa: E402  (two local multi_worker trainers)
+from test_distributed import start_workers  # noqa: E402  (two local multi_worker trainers)
 
 # The servers import keras_resnet from this checkout, like the tests.
 SERVER_ENV = {"PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,9 +25,8 @@ from test_training import (  # noqa: F401  (demo_cache: the shared data cache fi
     REPO,
     TINY_FLAGS,
     demo_cache,
-    start_trainer,
-    wait_for_checkpoint,
 )
+from test_interruptions import start_trainer, wait_for_checkpoint
 
 EXPORT = os.path.join(REPO, "export", "saved_model.py")
 # Saves at steps 10, 20, ...; one final evaluation, none in between.

@@ -1,20 +1,17 @@
-"""The training loop: learning, strategies, resume, signals, divergence, logs, bad flags.
+"""The training loop: learning, the loss and schedule, resume, divergence, logs, bad flags,
+bad data. Distributed runs are in test_distributed.py, interrupted ones in
+test_interruptions.py; this module keeps the helpers they share.
 
-Small models (ResNet-20 at 32x32), few steps. Runs that need a fresh process (logical CPU
-devices, two workers, signals) go through the trainer scripts exactly as a user runs them.
+Small models (ResNet-20 at 32x32), few steps. Runs that need a fresh process go through the
+trainer scripts exactly as a user runs them.
 """
 
 import glob
-import json
 import math
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -291,155 +288,22 @@ def test_bad_flags_give_one_line_errors(tmp_path, flags, message):
     assert not os.path.exists(f"{tmp_path}/run/checkpoints")
 
 
-def test_mirrored_on_two_cpu_devices_matches_default(tmp_path):
-    # A small learning rate keeps early training from amplifying the all-reduce's rounding
-    # differences (seen: 1e-6 after one step grows to 1e-3 in six at the default rate).
-    common = [
-        *TINY_FLAGS,
-        "--train_steps=4",
-        "--base_learning_rate=0.01",
-        "--bn_synchronized",
-        "--deterministic",
-        "--eval_every_epochs=0",
-    ]
-    default = trainer(CIFAR_TRAINER, *common, f"--model_dir={tmp_path}/default")
-    assert default.returncode == 0, default.stderr[-3000:]
-    mirrored = trainer(
-        CIFAR_TRAINER,
-        *common,
-        "--strategy=mirrored",
-        "--cpu_devices=2",
-        f"--model_dir={tmp_path}/mirrored",
-    )
-    assert mirrored.returncode == 0, mirrored.stderr[-3000:]
-    assert "MirroredStrategy (2 replicas)" in mirrored.stdout
-    # Synchronized BN computes the variance as E[x^2] - E[x]^2 from all-reduced sums, the
-    # default path in two passes: float32 rounding differences of ~1e-6 per step remain.
-    for a, b in zip(restored_weights(tmp_path / "default"), restored_weights(tmp_path / "mirrored")):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
-def start_workers(model_dir, *flags):
-    """Two local multi-worker processes of the CIFAR trainer; each worker's flags end with
-    `flags`, in which "{index}" becomes the worker's index."""
-    workers = [f"localhost:{port}" for port in free_ports(2)]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, CIFAR_TRAINER, *TINY_FLAGS, "--eval_every_epochs=0",
-                 "--strategy=multi_worker", f"--model_dir={model_dir}",
-                 *(flag.format(index=index) for flag in flags)],
-                env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )  # fmt: skip
-    return processes
 
 
-def test_multi_worker_on_two_local_processes_ends_with_identical_weights(tmp_path):
-    processes = start_workers(
-        f"{tmp_path}/run", "--train_steps=6", f"--result_file={tmp_path}/result-{{index}}.json"
-    )
-    outputs = [p.communicate(timeout=600)[0] for p in processes]
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-    results = [json.load(open(f"{tmp_path}/result-{i}.json")) for i in range(2)]
-    assert results[0]["steps"] == results[1]["steps"] == 6
-    assert results[0]["weights_sha256"] == results[1]["weights_sha256"]
-    assert tf.train.latest_checkpoint(f"{tmp_path}/run/checkpoints").endswith("ckpt-6")
-    assert not glob.glob(f"{tmp_path}/run/.worker-*")
 
 
-def test_multi_worker_sigterm_to_one_worker_saves_on_both_at_one_step(tmp_path):
-    """Saving is collective: a SIGTERM to one worker must stop every worker at the same step
-    (PreemptionCheckpointHandler's protocol, exit code 42 to ask for a restart), not leave
-    the signalled worker waiting in a save that the others never join."""
-    processes = start_workers(f"{tmp_path}/run", "--train_steps=100000")
-    deadline = time.time() + 300
-    # (Soon: the other worker's output is not read until the end, and a full pipe would block it.)
-    while time.time() < deadline and " step " not in processes[0].stdout.readline():
-        pass
-    processes[1].send_signal(signal.SIGTERM)
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 42, output[-3000:]
-    latest = tf.train.latest_checkpoint(f"{tmp_path}/run/checkpoints")
-    assert latest is not None and int(latest.rsplit("-", 1)[1]) > 0
 
 
-def start_trainer(model_dir, *flags):
-    return subprocess.Popen(
-        [sys.executable, CIFAR_TRAINER, *TINY_FLAGS, f"--model_dir={model_dir}", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
-def wait_for_checkpoint(model_dir, process, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")):
-            return
-        if process.poll() is not None:
-            raise AssertionError(process.stdout.read()[-3000:])
-        time.sleep(0.5)
-    raise AssertionError("no checkpoint appeared")
 
 
-def test_killed_run_resumes_and_ends_with_the_weights_of_an_unbroken_run(tmp_path):
-    # 4000 demo images at batch 16: 250 steps an epoch; a kill lands inside the first epoch
-    # (the resumed run restores the input position) or at its boundary.
-    flags = ["--train_steps=60", "--checkpoint_every_steps=10", "--eval_every_epochs=0",
-             "--deterministic", "--augmentation=cifar"]  # fmt: skip
-    unbroken = trainer(CIFAR_TRAINER, *TINY_FLAGS, f"--model_dir={tmp_path}/unbroken", *flags)
-    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
-    model_dir = str(tmp_path / "run")
-    process = start_trainer(model_dir, *flags)
-    wait_for_checkpoint(model_dir, process)
-    process.kill()
-    process.wait()
-    saved = int(tf.train.latest_checkpoint(f"{model_dir}/checkpoints").rsplit("-", 1)[1])
-    assert 0 < saved < 60
-    resumed = trainer(CIFAR_TRAINER, *TINY_FLAGS, f"--model_dir={model_dir}", *flags,
-                      f"--result_file={tmp_path}/result.json")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Resumed from {model_dir}/checkpoints/ckpt-{saved} at step {saved}" in resumed.stdout
-    assert json.load(open(f"{tmp_path}/result.json"))["steps"] == 60
-    assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith("ckpt-60")
-    # Bitwise: the same data from the same position, the same arithmetic on one machine.
-    for a, b in zip(restored_weights(tmp_path / "unbroken"), restored_weights(model_dir)):
-        np.testing.assert_array_equal(a, b)
 
 
-def test_sigterm_saves_at_the_next_step_and_exits_cleanly(tmp_path):
-    model_dir = str(tmp_path / "run")
-    process = start_trainer(model_dir, "--train_steps=100000", "--eval_every_epochs=0")
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        line = process.stdout.readline()
-        if " step " in line and "images/s" in line:
-            break
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
-    assert "SIGTERM received: saved checkpoint at step" in output
-    step = int(output.split("saved checkpoint at step ")[1].split(";")[0])
-    assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith(f"ckpt-{step}")
 
 
 def test_imagenet_trainer_without_a_dataset_runs_the_demo(tmp_path):
@@ -540,47 +404,8 @@ def write_tfrecord_dataset(root, num_validation, num_train=64, label_of=lambda i
     return root
 
 
-def evaluate_copy(source_dir, model_dir, *strategy_flags, data_flags):
-    """Evaluates a finished run's weights again under another strategy (no training)."""
-    shutil.copytree(source_dir, model_dir)
-    os.remove(os.path.join(model_dir, "result.json"))
-    return trainer(CIFAR_TRAINER, *data_flags, f"--model_dir={model_dir}", "--train_steps=2",
-                   f"--result_file={model_dir}.json", *strategy_flags)  # fmt: skip
 
 
-# 1 example (slow, -m slow) leaves the second replica and worker empty just as 7 do.
-@pytest.mark.parametrize("examples", [pytest.param(1, marks=pytest.mark.slow), 7, 1000])
-def test_evaluation_counts_every_example_once_with_replicas_left_short(tmp_path, examples):
-    # Per-replica batch 8 on 2 replicas: 1, 7 and 1,000 (125 per-replica batches) all leave
-    # a replica short in the last step, which must be padded, never empty or short.
-    if examples == 1000:
-        data_flags = [*TINY_FLAGS]
-    else:
-        data_dir = write_tfrecord_dataset(str(tmp_path / "data"), examples)
-        data_flags = [*TINY_FLAGS, "--dataset=imagenet_tfrecord", f"--data_dir={data_dir}"]
-    data_flags += ["--batch_size=16", "--deterministic"]
-    default = trainer(CIFAR_TRAINER, *data_flags, f"--model_dir={tmp_path}/default",
-                      "--train_steps=2", f"--result_file={tmp_path}/default.json")  # fmt: skip
-    assert default.returncode == 0, default.stderr[-3000:]
-    expected = json.load(open(f"{tmp_path}/default.json"))["validation"]
-    assert expected["examples"] == examples
-    mirrored = evaluate_copy(f"{tmp_path}/default", f"{tmp_path}/mirrored", "--strategy=mirrored",
-                             "--cpu_devices=2", data_flags=data_flags)  # fmt: skip
-    assert mirrored.returncode == 0, mirrored.stderr[-3000:]
-    got = json.load(open(f"{tmp_path}/mirrored.json"))["validation"]
-    assert got["examples"] == examples
-    assert got["top1_error"] == pytest.approx(expected["top1_error"], abs=1e-9)
-    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-4)
-    assert json.load(open(f"{tmp_path}/mirrored/result.json"))["validation"]["examples"] == examples
-    # Two workers: with 1 and 7 images one of them has no real example in the last step.
-    shutil.copytree(f"{tmp_path}/default", f"{tmp_path}/workers")
-    os.remove(f"{tmp_path}/workers/result.json")
-    outputs = [p.communicate(timeout=600)[0] for p in
-               start_workers(f"{tmp_path}/workers", *data_flags[len(TINY_FLAGS):],
-                             "--train_steps=2")]  # fmt: skip
-    result = json.load(open(f"{tmp_path}/workers/result.json"))["validation"]
-    assert result["examples"] == examples, outputs[0][-3000:]
-    assert result["top1_error"] == pytest.approx(expected["top1_error"], abs=1e-9)
 
 
 def test_every_batch_a_step_sees_is_full(tmp_path):
@@ -658,28 +483,6 @@ def test_a_start_that_failed_leaves_a_replaceable_run_folder(tmp_path):
     assert runs.read_run_config(str(tmp_path))["model"] == "resnet20"
 
 
-def test_sigterm_ends_a_run_whose_input_pipeline_is_stuck(tmp_path):
-    # Reading a named pipe that nobody writes blocks forever: the step waits inside
-    # TensorFlow, where Python's signal handler cannot run, so the watchdog must end it.
-    for split in ("train", "val"):
-        for name in ("cat", "dog"):
-            os.makedirs(tmp_path / "data" / split / name)
-            for i in range(2):
-                os.mkfifo(tmp_path / "data" / split / name / f"{i}.jpg")
-    process = subprocess.Popen(
-        [sys.executable, CIFAR_TRAINER, *TINY_FLAGS, "--dataset=folder",
-         f"--data_dir={tmp_path}/data", f"--model_dir={tmp_path}/run", "--train_steps=20"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    deadline = time.time() + 300
-    while time.time() < deadline and "Training resnet20" not in process.stdout.readline():
-        pass
-    time.sleep(3)
-    sent = time.time()
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
-    assert "SIGTERM: the step in progress did not end within 30 s; exiting without saving" in output
-    assert time.time() - sent < 120
 
 
 def test_slow_precisions_on_a_cpu_are_named_before_training():

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_resnet import checkpoints
 from test_training import (  # noqa: F401  (demo_cache: the shared data cache fixture)
     CIFAR_TRAINER,
     TINY_FLAGS,
@@ -118,6 +119,8 @@ def test_multi_worker_sigterm_to_one_worker_saves_on_both_at_one_step(tmp_path):
         assert process.returncode == 42, output[-3000:]
     latest = tf.train.latest_checkpoint(f"{tmp_path}/run/checkpoints")
     assert latest is not None and int(latest.rsplit("-", 1)[1]) > 0
+    assert checkpoints.inspect(latest)[0] == "whole"  # with its manifest, as any other save
+    assert not glob.glob(f"{tmp_path}/run/.worker-*")
 
 
 def evaluate_copy(source_dir, model_dir, *strategy_flags, data_flags):

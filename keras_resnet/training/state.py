@@ -56,8 +56,12 @@ class State:
                                                   step_counter=self.global_step)  # fmt: skip
         self.preemption = None
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Its save goes through self.save, as every other save does: the files, then the
+            # chief's manifest, so that a preempted run resumes from a checkpoint it can verify.
+            save = tf.distribute.experimental.TerminationConfig(
+                save_fn=lambda: self.save(int(self.global_step.numpy())))
             self.preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
-                strategy.cluster_resolver, self.manager)  # fmt: skip
+                strategy.cluster_resolver, self.manager, termination_config=save)  # fmt: skip
 
     def last_good(self):
         return tf.train.latest_checkpoint(self.checkpoint_dir) or "none yet"

@@ -118,14 +118,28 @@ def check_free(model_dir, purpose="training"):
     _release(_take(model_dir, purpose))
 
 
-def enclosing_run_folder(path, markers=("run.json", LOCK_FILE)):
-    """The nearest folder at or above `path` that is a run folder (holds one of `markers`),
-    or None: where an export writing to `path` must take the lock."""
+def _names_a_holder(lock_file):
+    """Whether `lock_file` is this project's lock while held: it records its holder (pid,
+    host, purpose, start). Other tools' `.lock` files (pytest's, for one, in its temporary
+    folders) hold something else, and a released lock of ours is empty."""
+    try:
+        with open(lock_file, "rb") as f:
+            record = json.loads(f.read(4096).decode())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"pid", "host", "purpose", "started"} <= record.keys()
+
+
+def enclosing_run_folder(path):
+    """The nearest folder at or above `path` that is a run folder, or None: where an export
+    writing to `path` must take the lock. A run folder holds run.json, or (a trainer that has
+    not written run.json yet) a lock of ours that names its holder; a folder with nothing but
+    a `.lock` file is not one."""
     if not lockable(path):
         return None
     folder = os.path.abspath(path)
     while True:
-        if any(os.path.exists(os.path.join(folder, marker)) for marker in markers):
+        if os.path.exists(os.path.join(folder, "run.json")) or _names_a_holder(lock_path(folder)):
             return folder
         parent = os.path.dirname(folder)
         if parent == folder:

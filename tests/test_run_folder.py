@@ -112,6 +112,22 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
     assert os.path.getsize(run_lock.lock_path(model_dir)) == 0  # it names no holder now
 
 
+def test_only_run_json_or_a_held_lock_of_ours_makes_a_run_folder_for_an_export(tmp_path):
+    """An export takes the lock of the run folder it writes into, and only of a run folder:
+    another tool's `.lock` above the output (pytest keeps one, holding its pid, in its
+    temporary root while a session runs) must not make exports contend for it."""
+    foreign = tmp_path / "foreign"
+    (foreign / "exports").mkdir(parents=True)
+    (foreign / ".lock").write_text("4242")
+    assert run_lock.enclosing_run_folder(str(foreign / "exports" / "resnet20")) is None
+    starting = tmp_path / "starting"  # a trainer that holds the lock, before run.json
+    with run_lock.hold(str(starting)):
+        assert run_lock.enclosing_run_folder(str(starting / "serving")) == str(starting)
+    assert run_lock.enclosing_run_folder(str(starting / "serving")) is None  # released, empty
+    (starting / runs.RUN_FILE).write_text("{}")
+    assert run_lock.enclosing_run_folder(str(starting / "serving" / "1")) == str(starting)
+
+
 def test_a_second_writer_is_refused_at_once_and_a_killed_one_changes_nothing(tmp_path,
                                                                             finished_run):
     model_dir = str(tmp_path / "run")

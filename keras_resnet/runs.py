@@ -56,6 +56,14 @@ REQUIRED_KEYS = ("model", "model_options", "num_classes", "class_names", "image_
 _OPTIONAL_KEYS = ("center_crop_fraction", "flags")
 
 
+def _check_keys(content, where):
+    """ValueError, naming `where`, if the run.json dict `content` lacks a key every version
+    wrote."""
+    missing = [key for key in REQUIRED_KEYS if key not in content]
+    if missing:
+        raise ValueError(f"{where} lacks the keys {missing}")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
     """run.json's content, typed. Defaults are what older run.json files mean by a missing key:
@@ -83,9 +91,7 @@ class RunRecord:
     def from_json(cls, content, where=RUN_FILE):
         """The record of a run.json dict, as any version wrote it (flags as strings, keys
         missing). ValueError, naming `where`, without a key every version wrote."""
-        missing = [key for key in REQUIRED_KEYS if key not in content]
-        if missing:
-            raise ValueError(f"{where} lacks the keys {missing}")
+        _check_keys(content, where)
         names = {field.name for field in dataclasses.fields(cls)} - {"extra"}
         values = {key: value for key, value in content.items() if key in names}
         for key in ("class_names", "mean", "std"):
@@ -144,9 +150,7 @@ class RunFolder:
         content = read_json(self.run_file, f"it records the run's settings: restore it from a "
                                            f"copy, or remove it and run the trainer with "
                                            f"--flagfile={self.flags_file} to write it again")  # fmt: skip
-        missing = [key for key in REQUIRED_KEYS if key not in content]
-        if missing:
-            raise ValueError(f"{self.run_file} lacks the keys {missing}")
+        _check_keys(content, self.run_file)
         return content
 
     @property
@@ -268,9 +272,7 @@ class RunFolder:
 
 def write_run_config(model_dir, config):
     """Writes run.json (its "flags" as typed values) and, where it has flags, flags.txt."""
-    missing = [key for key in REQUIRED_KEYS if key not in config]
-    if missing:
-        raise ValueError(f"run config lacks {missing}")
+    _check_keys(config, "run config")
     if len(config["class_names"]) != config["num_classes"]:
         raise ValueError(
             f"run config has {len(config['class_names'])} class names for "
@@ -327,16 +329,3 @@ def restore_model(model_dir, checkpoint=None, classifier_activation=None):
     model, record, path = RunFolder(model_dir).restore_model(checkpoint, classifier_activation)
     return model, record.to_json(), path
 
-
-def prepare(config, info, image_size, train_split, eval_split, is_chief, log,
-            initial_weights=None):  # fmt: skip
-    """RunFolder.prepare for config.model_dir, returning run.json's dict."""
-    return RunFolder(config.model_dir).prepare(config, info, image_size, train_split,
-                                               eval_split, is_chief, log,
-                                               initial_weights).to_json()  # fmt: skip
-
-
-def check_same_run(existing, config, log):
-    """RunFolder.check_same_run for two run.json dicts (config["model_dir"]'s folder)."""
-    return RunFolder(config["model_dir"]).check_same_run(
-        RunRecord.from_json(existing), RunRecord.from_json(config), log)  # fmt: skip

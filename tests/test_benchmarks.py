@@ -137,11 +137,39 @@ def test_cifar_peer_prints_both_legs_side_by_side_or_says_torch_is_missing(tmp_p
     assert len(re.findall(r"[0-9]+\.[0-9]", rows[10])) == 2 * len(legs), rows[10]
     for leg in legs:
         assert re.search(rf"^resnet20-seed3 +{leg}: left chance at ", done.stdout, re.M), done.stdout
+    report = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cifar_peer_report.py"),
+                             str(tmp_path / "out"), "--lr_decay_steps=10"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    for leg in legs:  # evaluations at 5, 10, 15, 20; the stages end at 10 and 20
+        assert re.search(rf"^\| 15 \|( [0-9.]+ \|){{{len(legs)}}}$", report.stdout, re.M), report.stdout
+        assert re.search(rf"^\| resnet20-seed3 {leg} \| [0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ \|$",
+                         report.stdout, re.M), report.stdout
     again = run_cifar_peer(tmp_path, "--legs=ours")  # finished: nothing is trained again
     assert "has finished 20 steps already" in again.stdout, again.stdout
     if not has_torch:
         missing = run_cifar_peer(tmp_path, "--legs=peer")
         assert missing.returncode != 0 and "the PyTorch leg needs torch" in missing.stderr
+
+
+def test_cifar_peer_report_weights_training_intervals_by_their_length_and_names_missing_runs(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import cifar_peer_report
+
+    # Logged at 50, 100 and the epoch's end 130 (the trainer's intervals): the epoch's 130 steps
+    # are 50 at 90%, 50 at 60% and 30 at 30%.
+    train = {50: 90.0, 100: 60.0, 130: 30.0, 150: 10.0}
+    assert cifar_peer_report.epoch_training_error(train, 130, 130) == pytest.approx(
+        (50 * 90 + 50 * 60 + 30 * 30) / 130)
+    # 131-260 is covered by the 150 interval only up to 150: not a whole epoch.
+    assert cifar_peer_report.epoch_training_error(train, 260, 130) is None
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"resnet20-seed0": {"ours": {"train": train, "eval": {"130": 40.0}, "seconds": 1}}}))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cifar_peer_report.py"),
+                           str(tmp_path), "--runs=resnet56-seed0 ours"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    assert "--runs: no resnet56-seed0 ours in" in done.stderr and "there: resnet20-seed0 ours" in done.stderr
 
 
 @pytest.mark.slow  # about a minute: three tiny runs in a fresh process

@@ -334,6 +334,39 @@ def test_cifar10_folder_split_and_exact_normalisation(tmp_path):
     assert sum(int(labels.shape[0]) for _, labels in test) == 8
 
 
+def test_cifar_augmentation_on_a_folder_evaluates_the_whole_image(tmp_path):
+    """A folder of 32x32 images is ImageNet-like (evaluation keeps the central 0.875), but a
+    run trained with the CIFAR augmentation sees padded crops of the whole image: its
+    evaluation, and the crop its run.json records for export, must be the whole image too."""
+    from keras_resnet import recipes
+    from keras_resnet.training.inputs import dataset_info
+
+    rng = np.random.default_rng(6)
+    for split in ("train", "val"):
+        for name in CLASSES[:2]:
+            _write(str(tmp_path / split / name / "0000.jpg"),
+                   _encode(rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)))  # fmt: skip
+    info = data.dataset_info("folder", str(tmp_path))
+    assert info.center_crop_fraction == 0.875
+
+    def validation(**options):
+        return _collect(data.make_dataset("folder", "validation", data_dir=str(tmp_path),
+                                          batch_size=2, image_size=32, training=False,
+                                          **options))[0]  # fmt: skip
+
+    decoded = [tf.io.decode_jpeg(tf.io.read_file(str(tmp_path / "val" / name / "0000.jpg")))
+               for name in CLASSES[:2]]  # fmt: skip
+    whole = (np.float32(decoded) - np.float32(info.mean)) / np.float32(info.std)
+    np.testing.assert_allclose(validation(augmentation="cifar"), whole, rtol=0, atol=1e-5)
+    assert np.abs(validation() - whole).max() > 0.5  # the paper's augmentation: the 0.875 centre
+    config = recipes.config("resnet20", str(tmp_path / "run"), dataset="folder",
+                            data_dir=str(tmp_path), augmentation="cifar", final_split="validation")
+    assert dataset_info(config)[0].input_spec(32).center_crop_fraction == 1.0
+    paper = recipes.config("resnet20", str(tmp_path / "run"), dataset="folder",
+                           data_dir=str(tmp_path), augmentation="paper", final_split="validation")
+    assert dataset_info(paper)[0].input_spec(32).center_crop_fraction == 0.875
+
+
 def test_archive_data_dir_is_extracted_once(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_RESNET_CACHE", str(tmp_path / "cache"))
     source = tmp_path / "source"

@@ -548,7 +548,7 @@ def make_dataset(name, split, *, data_dir=None, batch_size, image_size=None, tra
     """
     _check_arguments(split, batch_size, image_size, augmentation, eval_mode, training)
     source = sources.get_source(name, data_dir)
-    info = source.info
+    info = source.info.for_augmentation(augmentation)
     augmentation = augmentation or info.default_augmentation
     image_size = int(image_size or info.default_image_size)
     batch_size = int(batch_size)

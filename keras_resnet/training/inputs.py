@@ -97,6 +97,7 @@ def dataset_info(config):
         info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
     except (ValueError, FileNotFoundError) as error:
         raise type(error)(f"--dataset={config.dataset} --data_dir={config.data_dir}: {error}")
+    info = info.for_augmentation(config.augmentation)  # the evaluation crop run.json records
     train_split, eval_split = FINAL_SPLITS[config.final_split]
     for split in (train_split, eval_split) if config.final_split == "test" else ():
         if not info.num_examples(split):

@@ -11,7 +11,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from keras_resnet.data.spec import InputSpec, family_defaults
+from keras_resnet.data.spec import CIFAR_CROP_FRACTION, InputSpec, family_defaults
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -52,6 +52,16 @@ class DatasetInfo:
             "test": self.num_test_examples,
             "trainval": self.num_trainval_examples,
         }[split]
+
+    def for_augmentation(self, augmentation):
+        """This dataset as a run trained with `augmentation` (None: the dataset's own) sees
+        it. "cifar" trains on padded crops of the whole image, so its evaluation keeps the
+        whole image too (crop 1, as CIFAR's does), not an ImageNet-like set's central 0.875:
+        a folder of 32x32 images trained that way would otherwise be tested on enlarged
+        centres it never saw. The other augmentations keep the dataset's crop."""
+        if (augmentation or self.default_augmentation) == "cifar":
+            return dataclasses.replace(self, center_crop_fraction=CIFAR_CROP_FRACTION)
+        return self
 
     def input_spec(self, image_size=None):
         """The InputSpec of a model trained on this dataset at `image_size` (default: the

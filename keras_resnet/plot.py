@@ -10,7 +10,8 @@ runs may be named anything; plain and residual, one or many. From the event file
                   one panel for the plain nets and one for the residual nets, those present
   table.md        final top-1 error (%) on each run's evaluation split (validation, or test
                   for runs with --final_split=test), depths in rows, plain and residual in
-                  columns (the paper's Table 2 and Table 6)
+                  columns (the paper's Table 2 and Table 6); a run that has not run all
+                  its steps is marked "unfinished" with the step of its last evaluation
 With --responses, from each run's latest checkpoint and a batch of its evaluation images:
   responses.png, responses.csv  standard deviation of every 3x3 layer's response (after BN,
                   before the ReLU or the addition), in network order and sorted (Figure 7)
@@ -72,7 +73,9 @@ def _read_json(path):
 
 
 def describe_run(folder):
-    """{"model", "kind", "depth", "eval_split"} of a run folder, or None if it is none."""
+    """{"model", "kind", "depth", "eval_split", "finished"} of a run folder, or None if it is
+    none. finished: whether the trainer's result.json says it ran all its steps (None for a
+    folder without run.json, which no trainer wrote)."""
     record = _read_json(os.path.join(folder, "run.json"))
     model = record.get("model") if record else os.path.basename(os.path.normpath(folder))
     match = MODEL_NAME.match(str(model))
@@ -86,7 +89,13 @@ def describe_run(folder):
         kind="plain" if prefix == "plain" else "residual",
         depth=int(depth),
         eval_split=(record or {}).get("eval_split", "validation"),
+        finished=_finished(folder) if record else None,
     )
+
+
+def _finished(folder):
+    result = _read_json(os.path.join(folder, "result.json"))  # written when a run stops
+    return bool(result) and result.get("steps", 0) >= result.get("total_steps", float("inf"))
 
 
 def find_runs(*paths):
@@ -194,7 +203,8 @@ def final_errors(experiment, metric="top1_error"):
 def table_markdown(experiment, metric="top1_error"):
     """The paper's Table 2 / Table 6: final top-1 error (%) by depth, plain vs residual.
 
-    Runs evaluated on another split than the rest are marked with it."""
+    Runs evaluated on another split than the rest are marked with it; runs that have not
+    run all their steps (still training, or stopped) with the step of their last evaluation."""
     errors = final_errors(experiment, metric)
     common = _main_split(experiment)
     lines = ["| layers | plain | ResNet |", "| ---: | ---: | ---: |"]
@@ -207,6 +217,9 @@ def table_markdown(experiment, metric="top1_error"):
                 value = "-" if errors[name] is None else f"{100 * errors[name]:.2f}"
                 if experiment[name]["eval_split"] != common:
                     value += f" ({experiment[name]['eval_split']})"
+                points = experiment[name]["eval"].get(metric)
+                if experiment[name]["finished"] is False and points:
+                    value += f" (unfinished: step {points[-1][0]:,})"
                 if len(names) > 1:
                     value = f"{name}: {value}"
                 values.append(value)

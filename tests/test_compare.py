@@ -64,10 +64,13 @@ def test_missing_runs_give_a_clear_error(tmp_path):
     assert "Traceback" not in missing.stderr
 
 
-def write_run(folder, model, eval_split, train, evaluation):
+def write_run(folder, model, eval_split, train, evaluation, steps=10, total_steps=10):
     os.makedirs(folder)
     with open(os.path.join(folder, "run.json"), "w") as f:
         json.dump({"model": model, "eval_split": eval_split}, f)
+    if steps is not None:  # None: still training, no result.json yet
+        with open(os.path.join(folder, "result.json"), "w") as f:
+            json.dump({"steps": steps, "total_steps": total_steps}, f)
     write_events(os.path.join(folder, "train"), train)
     write_events(os.path.join(folder, eval_split), evaluation)
 
@@ -97,6 +100,17 @@ def test_any_run_folder_name_one_kind_only_and_the_split_from_run_json(tmp_path)
     assert plot.table_markdown(experiment).splitlines()[2:] == [
         "| 20 | 50.00 (validation) | 12.50 |",
         "| 56 | - | 6.25 |",
+    ]
+
+    # A run still training (no result.json) or stopped early: its last error is not final.
+    write_run(str(tmp_path / "now" / "plain56"), "plain56", "test", [(1000, 0.5)],
+              [(390, 0.75), (1170, 0.5)], steps=None)  # fmt: skip
+    write_run(str(tmp_path / "now" / "plain20"), "plain20", "test", [(10, 0.5)], [(10, 0.25)],
+              steps=10, total_steps=7800)  # fmt: skip
+    write_run(str(tmp_path / "now" / "resnet20"), "resnet20", "test", [(10, 0.5)], [(10, 0.125)])
+    assert plot.table_markdown(plot.read_experiment(str(tmp_path / "now"))).splitlines()[2:] == [
+        "| 20 | 25.00 (unfinished: step 10) | 12.50 |",
+        "| 56 | 50.00 (unfinished: step 1,170) | - |",
     ]
 
 

@@ -45,18 +45,18 @@ peer "$before" --model=resnet56 --seeds=$seeds --train_steps=200 --no-evaluate -
 peer "$fix" --model=resnet56 --seeds=$seeds --train_steps=200 --no-evaluate --legs=peer \
   --peer_classifier_init=glorot --output=$out/start-peer-glorot
 # 2. The 20-epoch protocol on the test set (7,800 iterations, drops at 3,900 and 5,850), the
-#    Fig. 6 orderings first: ResNet-20, ResNet-56, ResNet-20's peer, plain-20; then ResNet-56's
-#    peer over the first 4 epochs (1,600 iterations of the same schedule, so it compares epoch by epoch with ours)
-#    and plain-56.
+#    Fig. 6 orderings first: ResNet-20, ResNet-56, ResNet-20's peer, plain-20, plain-56; then
+#    ResNet-56's peer over its first 4 epochs (1,600 iterations of the same schedule, so it
+#    compares epoch by epoch with ours).
 final=(--train_steps=7800 --lr_decay_steps=3900,5850 --final_split=test
        --checkpoint_every_steps=130 --output=$out/final)
 peer "$fix" --model=resnet20 --seeds=0 --legs=ours "${final[@]}"
 peer "$fix" --model=resnet56 --seeds=0 --legs=ours "${final[@]}"
 peer "$fix" --model=resnet20 --seeds=0 --legs=peer "${final[@]}"
 peer "$fix" --model=plain20 --seeds=0 --legs=ours "${final[@]}"
+peer "$fix" --model=plain56 --seeds=0 --legs=ours "${final[@]}"
 peer "$fix" --model=resnet56 --seeds=0 --legs=peer --train_steps=1600 --lr_decay_steps=3900,5850 \
   --final_split=test --output=$out/first4
-peer "$fix" --model=plain56 --seeds=0 --legs=ours "${final[@]}"
 # 3. At 20 epochs ResNet-56 ends 0.5 points behind ResNet-20 with a higher training error at
 #    the end of every stage (under-trained, not over-fitted): the same protocol twice as long
 #    (15,600 iterations, drops at 7,800 and 11,700: the paper's 1/2 and 3/4 of the schedule).

@@ -6,6 +6,8 @@ has not yet fitted the training set as well); with the lower training error, it 
 
     python benchmarks/cifar_peer_report.py runs/cifar-peer/final --lr_decay_steps=3900,5850
     python benchmarks/cifar_peer_report.py runs/cifar-peer/long --lr_decay_steps=7800,11700
+    python benchmarks/cifar_peer_report.py runs/cifar-peer/final runs/cifar-peer/first4 \
+        --runs="resnet56-seed0 ours,resnet56-seed0 peer" --up_to=1600
 
 Training error is the trainer's running error on augmented batches (as in the paper's Fig. 6
 thin curves), over the intervals it logged, weighted by their lengths in steps.
@@ -22,6 +24,9 @@ def parse_args(argv=None):
     parser.add_argument("outputs", nargs="+",
                         help="cifar_peer.py --output folders (or their results.json)")
     parser.add_argument("--lr_decay_steps", default="", help="the runs' rate drops, e.g. 3900,5850")
+    parser.add_argument("--up_to", type=int, default=None,
+                        help="leave out what comes after this step (e.g. to compare a run's "
+                        "first epochs with a shorter one's)")
     parser.add_argument("--runs", default="", help="comma-separated 'name leg' columns to keep, "
                         "e.g. 'resnet20-seed0 ours,resnet56-seed0 ours' (default: all)")
     args = parser.parse_args(argv)
@@ -98,6 +103,9 @@ def main(argv=None):
             raise SystemExit(f"--runs: no {', '.join(missing)} in {', '.join(args.outputs)} "
                              f"(there: {', '.join(runs)})")  # fmt: skip
         runs = {run: runs[run] for run in args.runs}
+    if args.up_to is not None:
+        runs = {run: {kind: {step: value for step, value in curve.items() if step <= args.up_to}
+                      for kind, curve in curves.items()} for run, curves in runs.items()}  # fmt: skip
     runs = {run: curves for run, curves in runs.items() if curves.get("eval")}
     if not runs:
         raise SystemExit(f"no run with evaluations in {', '.join(args.outputs)}")

@@ -145,6 +145,11 @@ def test_cifar_peer_prints_both_legs_side_by_side_or_says_torch_is_missing(tmp_p
         assert re.search(rf"^\| 15 \|( [0-9.]+ \|){{{len(legs)}}}$", report.stdout, re.M), report.stdout
         assert re.search(rf"^\| resnet20-seed3 {leg} \| [0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ \|$",
                          report.stdout, re.M), report.stdout
+    first = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cifar_peer_report.py"),
+                            str(tmp_path / "out"), "--up_to=10"],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert re.search(r"^\| 10 \|", first.stdout, re.M) and not re.search(r"^\| 15 \|", first.stdout, re.M)
     again = run_cifar_peer(tmp_path, "--legs=ours")  # finished: nothing is trained again
     assert "has finished 20 steps already" in again.stdout, again.stdout
     if not has_torch:

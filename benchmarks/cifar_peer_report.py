@@ -40,8 +40,11 @@ def load_curves(outputs):
     runs = {}
     for output in outputs:
         path = output if output.endswith(".json") else os.path.join(output, "results.json")
-        with open(path) as file:
-            results = json.load(file)
+        try:
+            with open(path) as file:
+                results = json.load(file)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"{path}: not a results.json of cifar_peer.py ({error})")
         for name, entry in sorted(results.items()):
             for leg, curves in sorted(entry.items()):
                 runs[f"{name} {leg}"] = {kind: {int(step): value for step, value in curve.items()}

@@ -175,6 +175,10 @@ def test_cifar_peer_report_weights_training_intervals_by_their_length_and_names_
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode != 0
     assert "--runs: no resnet56-seed0 ours in" in done.stderr and "there: resnet20-seed0 ours" in done.stderr
+    empty = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cifar_peer_report.py"),
+                            str(tmp_path / "nothing")], capture_output=True, text=True, timeout=60)
+    assert empty.returncode != 0 and "nothing/results.json: not a results.json" in empty.stderr
+    assert "Traceback" not in empty.stderr
 
 
 @pytest.mark.slow  # about a minute: three tiny runs in a fresh process

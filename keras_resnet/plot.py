@@ -75,7 +75,7 @@ def _read_json(path):
 def describe_run(folder):
     """{"model", "kind", "depth", "eval_split", "finished"} of a run folder, or None if it is
     none. finished: whether the trainer's result.json says it ran all its steps (None for a
-    folder without run.json, which no trainer wrote)."""
+    folder without run.json, which no trainer wrote, or a result.json without total_steps)."""
     record = _read_json(os.path.join(folder, "run.json"))
     model = record.get("model") if record else os.path.basename(os.path.normpath(folder))
     match = MODEL_NAME.match(str(model))
@@ -94,8 +94,14 @@ def describe_run(folder):
 
 
 def _finished(folder):
+    """False without result.json (still training) or with fewer steps than planned; None
+    where result.json does not say how many were planned (nothing to claim)."""
     result = _read_json(os.path.join(folder, "result.json"))  # written when a run stops
-    return bool(result) and result.get("steps", 0) >= result.get("total_steps", float("inf"))
+    if not result:
+        return False
+    if not isinstance(result.get("total_steps"), int):
+        return None
+    return result.get("steps", 0) >= result["total_steps"]
 
 
 def find_runs(*paths):

@@ -108,9 +108,12 @@ def test_any_run_folder_name_one_kind_only_and_the_split_from_run_json(tmp_path)
     write_run(str(tmp_path / "now" / "plain20"), "plain20", "test", [(10, 0.5)], [(10, 0.25)],
               steps=10, total_steps=7800)  # fmt: skip
     write_run(str(tmp_path / "now" / "resnet20"), "resnet20", "test", [(10, 0.5)], [(10, 0.125)])
+    # A result.json that does not say how many steps were planned: no claim either way.
+    write_run(str(tmp_path / "now" / "resnet56"), "resnet56", "test", [(10, 0.5)], [(10, 0.0625)],
+              total_steps=None)  # fmt: skip
     assert plot.table_markdown(plot.read_experiment(str(tmp_path / "now"))).splitlines()[2:] == [
         "| 20 | 25.00 (unfinished: step 10) | 12.50 |",
-        "| 56 | 50.00 (unfinished: step 1,170) | - |",
+        "| 56 | 50.00 (unfinished: step 1,170) | 6.25 |",
     ]
 
 

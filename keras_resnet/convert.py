@@ -98,13 +98,13 @@ def main(argv=None):
     if "PreAct" in line:
         print(
             "inputs of timm's resnetv2 weights: RGB, image / 127.5 - 1 on the 0..255 scale "
-            "(keras_resnet.pretrained.preprocess_input(images, TIMM_PREACT_MEAN, "
-            "TIMM_PREACT_STD)); check the checkpoint's model card"
+            '(keras_resnet.preprocess_input(images, mode="tf")); check the checkpoint\'s '
+            "model card"
         )
     else:
         print(
             "inputs: RGB, (image - keras_resnet.pretrained.TORCHVISION_MEAN) / TORCHVISION_STD "
-            "on the 0..255 scale (keras_resnet.pretrained.preprocess_input)"
+            "on the 0..255 scale (keras_resnet.preprocess_input(images))"
         )
     return 0
 

@@ -26,12 +26,11 @@ assigned, so a failed load leaves the model as it was.
 
 torchvision's weights expect RGB images normalised as torchvision does: (image / 255 - (0.485,
 0.456, 0.406)) / (0.229, 0.224, 0.225), which is `(image - TORCHVISION_MEAN) / TORCHVISION_STD`
-on the 0..255 scale (`preprocess_input`). timm's resnetv2 weights expect image / 127.5 - 1
-(`preprocess_input(images, TIMM_PREACT_MEAN, TIMM_PREACT_STD)`).
+on the 0..255 scale (`keras_resnet.preprocess_input(images)`). timm's resnetv2 weights expect
+image / 127.5 - 1 (`keras_resnet.preprocess_input(images, mode="tf")`).
 
-    from keras_resnet import pretrained
     model = keras_resnet.ResNet50(weights="resnet50.safetensors")   # or .pth with torch
-    probabilities = model(pretrained.preprocess_input(images_0_255))
+    probabilities = model(keras_resnet.preprocess_input(images_0_255))
 """
 
 import collections
@@ -101,10 +100,21 @@ class CheckpointMismatchError(ValueError):
 
 
 def preprocess_input(images, mean=TORCHVISION_MEAN, std=TORCHVISION_STD):
-    """RGB images on the 0..255 scale (channels last) -> the input the imported weights
-    expect: (images - mean) / std per channel, as float32. The defaults are torchvision's;
-    timm's resnetv2 weights take TIMM_PREACT_MEAN and TIMM_PREACT_STD."""
+    """Deprecated: use keras_resnet.preprocess_input(images) for torchvision's weights and
+    keras_resnet.preprocess_input(images, mode="tf") for timm's resnetv2 ones (it also takes
+    numpy, channels first, and checks the shape). Kept for code that calls it: RGB images on the
+    0..255 scale (channels last) -> (images - mean) / std per channel, a float32 tensor."""
+    import warnings
+
     from keras import ops
+
+    warnings.warn(
+        "keras_resnet.pretrained.preprocess_input is deprecated and will be removed: use "
+        "keras_resnet.preprocess_input(images) for torchvision's weights, or "
+        'keras_resnet.preprocess_input(images, mode="tf") for timm\'s resnetv2 weights',
+        DeprecationWarning,
+        stacklevel=2,
+    )
 
     images = ops.cast(images, "float32")
     return (images - np.float32(mean)) / np.float32(std)

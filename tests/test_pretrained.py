@@ -163,7 +163,7 @@ def test_first_conv_and_classifier_compute_what_torch_computes(resnet18, resnet1
     kernel flipped) would give other numbers than PyTorch's conv2d written out in numpy."""
     import keras
 
-    x = pretrained.preprocess_input(images()).numpy()
+    x = keras_resnet.preprocess_input(images())
     stem = keras.Model(resnet18.input, resnet18.get_layer("conv1_conv").output)
     expected = torch_conv(x, resnet18_state["conv1.weight"], stride=2, pad=3)
     np.testing.assert_allclose(stem(x).numpy(), expected, atol=1e-3, rtol=1e-4)
@@ -180,7 +180,20 @@ def test_preprocessing_constants_are_torchvision_on_the_0_255_scale():
     np.testing.assert_allclose(pretrained.TORCHVISION_STD, np.multiply(255, (0.229, 0.224, 0.225)))
     x = images(1)
     expected = (x / 255 - np.float32((0.485, 0.456, 0.406))) / np.float32((0.229, 0.224, 0.225))
-    np.testing.assert_allclose(pretrained.preprocess_input(x).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(keras_resnet.preprocess_input(x), expected, atol=1e-5)
+
+
+def test_pretrained_preprocess_input_is_deprecated_and_still_normalises():
+    """keras_resnet.preprocess_input is the one public normalisation; the old
+    pretrained.preprocess_input(images, mean, std) keeps its results for code that calls it,
+    with a warning that names the replacement."""
+    x = images(1)
+    with pytest.warns(DeprecationWarning, match=r"keras_resnet\.preprocess_input"):
+        torchvision = pretrained.preprocess_input(x).numpy()
+    np.testing.assert_allclose(torchvision, keras_resnet.preprocess_input(x), atol=1e-6)
+    with pytest.warns(DeprecationWarning, match='mode="tf"'):
+        timm = pretrained.preprocess_input(x, pretrained.TIMM_PREACT_MEAN, pretrained.TIMM_PREACT_STD)
+    np.testing.assert_allclose(timm.numpy(), x / 127.5 - 1, atol=1e-6)
 
 
 def test_bottleneck_file_builds_the_stride_on_the_3x3(tmp_path):
@@ -306,7 +319,7 @@ def test_convert_command_writes_weights_that_load(tmp_path, resnet18_file, resne
     assert "shortcut='B', stride_position='3x3'" in printed
     options = pretrained.TORCHVISION_OPTIONS
     model = keras_resnet.ResNet18(input_shape=SMALL, weights=str(output), **options)
-    x = pretrained.preprocess_input(images()).numpy()
+    x = keras_resnet.preprocess_input(images())
     np.testing.assert_array_equal(model(x).numpy(), resnet18(x).numpy())
     assert [p.name for p in output.parent.iterdir()] == ["resnet18.weights.h5"]
 
@@ -371,9 +384,7 @@ def test_timm_preact_stem_and_classifier_compute_what_torch_computes(preact18, p
     reads the final BN-ReLU."""
     import keras
 
-    x = pretrained.preprocess_input(
-        images(), pretrained.TIMM_PREACT_MEAN, pretrained.TIMM_PREACT_STD
-    ).numpy()
+    x = keras_resnet.preprocess_input(images(), mode="tf")
     stem = keras.Model(preact18.input, preact18.get_layer("pool1_pool").output)
     conv = torch_conv(x, preact18_state["stem.conv.weight"], stride=2, pad=3)
     padded = np.pad(conv, [(0, 0), (1, 1), (1, 1), (0, 0)], constant_values=-np.inf)
@@ -415,7 +426,7 @@ def test_convert_command_writes_preact_weights(tmp_path, preact18_file, preact18
     output = tmp_path / "preact18.weights.h5"
     assert convert.main([preact18_file, f"--output={output}"]) == 0
     printed = capsys.readouterr().out
-    assert "keras_resnet.PreAct18(" in printed and "TIMM_PREACT_MEAN" in printed
+    assert "keras_resnet.PreAct18(" in printed and 'mode="tf"' in printed
     model = keras_resnet.PreAct18(
         input_shape=SMALL, weights=str(output), **pretrained.TORCHVISION_OPTIONS
     )
@@ -512,7 +523,7 @@ def test_parity_with_torchvision(depth, tmp_path):
         f"resnet{depth}", input_shape=(size, size, 3), classifier_activation=None,
         weights=str(checkpoint),
     )
-    got = model(pretrained.preprocess_input(raw[:2])).numpy()
+    got = model(keras_resnet.preprocess_input(raw[:2])).numpy()
     difference = float(np.max(np.abs(got - expected)))
     print(f"\nresnet{depth} at {size}x{size}: max |keras - torch| = {difference:.2e} "
           f"(keras - float64 torch {np.max(np.abs(got - exact)):.2e}, float32 torch - float64 "
@@ -536,7 +547,7 @@ def test_export_applies_torchvision_preprocessing(resnet18, resnet18_file, tmp_p
     )
     x = images(2)
     served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))
-    expected = resnet18(pretrained.preprocess_input(x)).numpy()
+    expected = resnet18(keras_resnet.preprocess_input(x)).numpy()
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
 
 
@@ -591,7 +602,7 @@ def test_parity_with_timm_preact(depth, tmp_path):
         f"preact{depth}", input_shape=(size, size, 3), classifier_activation=None,
         weights=str(files[1]),
     )
-    x = pretrained.preprocess_input(raw[:2], pretrained.TIMM_PREACT_MEAN, pretrained.TIMM_PREACT_STD)
+    x = keras_resnet.preprocess_input(raw[:2], mode="tf")
     got = np.asarray(model(x))
     difference = float(np.max(np.abs(got - expected)))
     print(f"\npreact{depth} at {size}x{size}: max |keras - timm| = {difference:.2e} "

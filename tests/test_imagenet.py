@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras_resnet
-from keras_resnet import imagenet
+from keras_resnet import imagenet, pretrained
 from keras_resnet.data.spec import family_defaults
 
 
@@ -50,6 +50,18 @@ def test_preprocess_input_is_the_specs_normalisation():
         keras_resnet.preprocess_input(pixels[0]), keras_resnet.preprocess_input(pixels)[0]
     )
 
+
+def test_pretrained_preprocess_input_is_deprecated_and_still_normalises():
+    """keras_resnet.preprocess_input is the one public normalisation; the old
+    pretrained.preprocess_input(images, mean, std) keeps its results for code that calls it,
+    with a warning that names the replacement."""
+    x = np.random.default_rng(1).uniform(0, 255, (1, 5, 4, 3)).astype("float32")
+    with pytest.warns(DeprecationWarning, match=r"keras_resnet\.preprocess_input"):
+        torchvision = pretrained.preprocess_input(x).numpy()
+    np.testing.assert_allclose(torchvision, keras_resnet.preprocess_input(x), atol=1e-6)
+    with pytest.warns(DeprecationWarning, match='mode="tf"'):
+        timm = pretrained.preprocess_input(x, pretrained.TIMM_PREACT_MEAN, pretrained.TIMM_PREACT_STD)
+    np.testing.assert_allclose(timm.numpy(), x / 127.5 - 1, atol=1e-6)
 
 def test_preprocess_input_tensor_channels_first_and_tf_mode():
     from keras import ops

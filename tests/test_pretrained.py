@@ -183,18 +183,6 @@ def test_preprocessing_constants_are_torchvision_on_the_0_255_scale():
     np.testing.assert_allclose(keras_resnet.preprocess_input(x), expected, atol=1e-5)
 
 
-def test_pretrained_preprocess_input_is_deprecated_and_still_normalises():
-    """keras_resnet.preprocess_input is the one public normalisation; the old
-    pretrained.preprocess_input(images, mean, std) keeps its results for code that calls it,
-    with a warning that names the replacement."""
-    x = images(1)
-    with pytest.warns(DeprecationWarning, match=r"keras_resnet\.preprocess_input"):
-        torchvision = pretrained.preprocess_input(x).numpy()
-    np.testing.assert_allclose(torchvision, keras_resnet.preprocess_input(x), atol=1e-6)
-    with pytest.warns(DeprecationWarning, match='mode="tf"'):
-        timm = pretrained.preprocess_input(x, pretrained.TIMM_PREACT_MEAN, pretrained.TIMM_PREACT_STD)
-    np.testing.assert_allclose(timm.numpy(), x / 127.5 - 1, atol=1e-6)
-
 
 def test_bottleneck_file_builds_the_stride_on_the_3x3(tmp_path):
     path = save_safetensors(torchvision_state(50, classes=10), tmp_path / "r50.safetensors")

@@ -22,7 +22,7 @@ from keras_resnet.data_service import ServerProcess, free_port
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_cli import IMAGENET, NOISE, REPO, run  # noqa: E402  (the trainers as users run them)
-from test_data import _tfrecord_items  # noqa: E402  (three colours of noisy images)
+from data_helpers import _tfrecord_items  # noqa: E402  (three colours of noisy images)
 from test_distributed import start_workers  # noqa: E402  (two local multi_worker trainers)
 
 # The servers import keras_resnet from this checkout, like the tests.

@@ -9,6 +9,9 @@ has not yet fitted the training set as well); with the lower training error, it 
     python benchmarks/cifar_peer_report.py runs/cifar-peer/final runs/cifar-peer/first4 \
         --runs="resnet56-seed0 ours,resnet56-seed0 peer" --up_to=1600
 
+Our legs still training are reported too, from their run folders' TensorBoard events, as
+"<name> ours (unfinished: step N)".
+
 Training error is the trainer's running error on augmented batches (as in the paper's Fig. 6
 thin curves), over the intervals it logged, weighted by their lengths in steps.
 """
@@ -36,19 +39,48 @@ def parse_args(argv=None):
 
 
 def load_curves(outputs):
-    """{"<name> <leg>": {"train": {step: %}, "eval": {step: %}}} over every results.json."""
+    """{"<name> <leg>": {"train": {step: %}, "eval": {step: %}}} over every results.json, and
+    our legs still training (see in_progress)."""
     runs = {}
     for output in outputs:
         path = output if output.endswith(".json") else os.path.join(output, "results.json")
         try:
             with open(path) as file:
                 results = json.load(file)
+        except FileNotFoundError as error:
+            results = {}  # no leg has finished yet: there may be some in progress
+            if not in_progress(os.path.dirname(path), ()):
+                raise SystemExit(f"{path}: not a results.json of cifar_peer.py ({error}), and no "
+                                 "run of ours in progress beside it")  # fmt: skip
         except (OSError, ValueError) as error:
             raise SystemExit(f"{path}: not a results.json of cifar_peer.py ({error})")
         for name, entry in sorted(results.items()):
             for leg, curves in sorted(entry.items()):
                 runs[f"{name} {leg}"] = {kind: {int(step): value for step, value in curve.items()}
                                          for kind, curve in curves.items() if kind != "seconds"}
+        runs.update(in_progress(os.path.dirname(path), runs))
+    return runs
+
+
+def in_progress(output, recorded):
+    """Our legs that results.json does not hold yet (cifar_peer.py records a leg when it ends):
+    the curves so far from each <name>/ours run folder's TensorBoard events, named
+    "<name> ours (unfinished: step N)" unless the trainer's result.json says it ran every
+    step. So a run of hours can be reported, and its partial results committed, while it runs.
+    (The PyTorch leg's progress is in its own checkpoint, peer.pt: reported when it ends.)"""
+    from keras_resnet import plot  # the figures' reader of TensorBoard events
+
+    runs = {}
+    for name in sorted(os.listdir(output)) if os.path.isdir(output) else ():
+        folder = os.path.join(output, name, "ours")
+        run = plot.describe_run(folder) if os.path.isdir(folder) else None
+        if f"{name} ours" in recorded or run is None:
+            continue
+        curves = {kind: {step: 100 * value for step, value in
+                         plot.read_scalars(os.path.join(folder, split)).get("top1_error", [])}
+                  for kind, split in (("train", "train"), ("eval", run["eval_split"]))}  # fmt: skip
+        last = max(curves["train"], default=0)
+        runs[f"{name} ours" + ("" if run["finished"] else f" (unfinished: step {last:,})")] = curves
     return runs
 
 
@@ -101,11 +133,13 @@ def main(argv=None):
     args = parse_args(argv)
     runs = load_curves(args.outputs)
     if args.runs:
-        missing = [run for run in args.runs if run not in runs]
+        chosen = {wanted: [run for run in runs if run == wanted or run.startswith(f"{wanted} (")]
+                  for wanted in args.runs}  # "<name> <leg>" picks an unfinished one too
+        missing = [wanted for wanted, found in chosen.items() if not found]
         if missing:
             raise SystemExit(f"--runs: no {', '.join(missing)} in {', '.join(args.outputs)} "
                              f"(there: {', '.join(runs)})")  # fmt: skip
-        runs = {run: runs[run] for run in args.runs}
+        runs = {run: runs[run] for found in chosen.values() for run in found}
     if args.up_to is not None:
         runs = {run: {kind: {step: value for step, value in curve.items() if step <= args.up_to}
                       for kind, curve in curves.items()} for run, curves in runs.items()}  # fmt: skip

@@ -155,6 +155,20 @@ def test_cifar_peer_prints_both_legs_side_by_side_or_says_torch_is_missing(tmp_p
     if not has_torch:
         missing = run_cifar_peer(tmp_path, "--legs=peer")
         assert missing.returncode != 0 and "the PyTorch leg needs torch" in missing.stderr
+    # Our leg while it trains: not in results.json yet (recorded when it ends), no result.json
+    # from the trainer; the report reads its curves so far from the run folder's events.
+    results_path = tmp_path / "out" / "results.json"
+    results = json.loads(results_path.read_text())
+    recorded = results["resnet20-seed3"].pop("ours")
+    results_path.write_text(json.dumps(results))
+    (tmp_path / "out" / "resnet20-seed3" / "ours" / "result.json").unlink()
+    partial = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cifar_peer_report.py"),
+                              str(tmp_path / "out"), "--runs=resnet20-seed3 ours"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert partial.returncode == 0, partial.stderr
+    assert "| iteration | resnet20-seed3 ours (unfinished: step 20) |" in partial.stdout, partial.stdout
+    for step, error in recorded["eval"].items():
+        assert f"| {step} | {error:.2f} |" in partial.stdout, partial.stdout
 
 
 def test_cifar_peer_report_weights_training_intervals_by_their_length_and_names_missing_runs(tmp_path):

@@ -54,11 +54,12 @@ def load_curves(outputs):
                                  "run of ours in progress beside it")  # fmt: skip
         except (OSError, ValueError) as error:
             raise SystemExit(f"{path}: not a results.json of cifar_peer.py ({error})")
-        for name, entry in sorted(results.items()):
-            for leg, curves in sorted(entry.items()):
-                runs[f"{name} {leg}"] = {kind: {int(step): value for step, value in curve.items()}
-                                         for kind, curve in curves.items() if kind != "seconds"}
-        runs.update(in_progress(os.path.dirname(path), runs))
+        found = {f"{name} {leg}": {kind: {int(step): value for step, value in curve.items()}
+                                   for kind, curve in curves.items() if kind != "seconds"}
+                 for name, entry in sorted(results.items()) for leg, curves in sorted(entry.items())}
+        found.update(in_progress(os.path.dirname(path), found))
+        for run, curves in found.items():  # the same run in two outputs: both, told apart
+            runs[run if run not in runs else f"{run} [{output}]"] = curves
     return runs
 
 
@@ -133,8 +134,8 @@ def main(argv=None):
     args = parse_args(argv)
     runs = load_curves(args.outputs)
     if args.runs:
-        chosen = {wanted: [run for run in runs if run == wanted or run.startswith(f"{wanted} (")]
-                  for wanted in args.runs}  # "<name> <leg>" picks an unfinished one too
+        chosen = {wanted: [run for run in runs if run == wanted or run.startswith(f"{wanted} ")]
+                  for wanted in args.runs}  # "<name> <leg>" picks it in every output
         missing = [wanted for wanted, found in chosen.items() if not found]
         if missing:
             raise SystemExit(f"--runs: no {', '.join(missing)} in {', '.join(args.outputs)} "

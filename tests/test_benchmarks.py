@@ -193,6 +193,16 @@ def test_cifar_peer_report_weights_training_intervals_by_their_length_and_names_
                             str(tmp_path / "nothing")], capture_output=True, text=True, timeout=60)
     assert empty.returncode != 0 and "nothing/results.json: not a results.json" in empty.stderr
     assert "Traceback" not in empty.stderr
+    # The same run in two outputs (a schedule and its longer repeat): two columns, not one.
+    (tmp_path / "long").mkdir()
+    (tmp_path / "long" / "results.json").write_text(json.dumps(
+        {"resnet20-seed0": {"ours": {"train": train, "eval": {"130": 35.0}, "seconds": 1}}}))
+    both = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cifar_peer_report.py"),
+                           str(tmp_path), str(tmp_path / "long"), "--runs=resnet20-seed0 ours"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert both.returncode == 0, both.stderr
+    assert "| 130 | 40.00 | 35.00 |" in both.stdout, both.stdout
+    assert f"| resnet20-seed0 ours | resnet20-seed0 ours [{tmp_path / 'long'}] |" in both.stdout
 
 
 @pytest.mark.slow  # about a minute: three tiny runs in a fresh process

@@ -88,16 +88,16 @@ def train_config(args, seed, model_dir):
 def run_ours(config):
     """Trains with the trainer; returns {"train": {step: error}, "eval": {step: error}}."""
     from keras_resnet import plot, training
-    from keras_resnet.settings import FINAL_SPLITS
 
     training.train(config, log=lambda line: print(f"[ours] {line}", flush=True))
+    return top1_curves(plot.read_run(config.model_dir))
 
-    def errors(split):  # {step: top-1 error in %} from the run's TensorBoard events
-        folder = os.path.join(config.model_dir, split)
-        scalars = plot.read_scalars(folder) if os.path.isdir(folder) else {}
-        return {step: 100 * value for step, value in scalars.get("top1_error", [])}
 
-    return {"train": errors("train"), "eval": errors(FINAL_SPLITS[config.final_split][1])}
+def top1_curves(run):
+    """{"train": {step: top-1 error in %}, "eval": {...}} of a run folder that plot.read_run
+    read (its TensorBoard events): the curves results.json holds for our leg."""
+    return {kind: {step: 100 * value for step, value in run[kind].get("top1_error", [])}
+            for kind in ("train", "eval")}  # fmt: skip
 
 
 def run_peer(config, folder, classifier_init):

@@ -44,20 +44,21 @@ def load_curves(outputs):
     runs = {}
     for output in outputs:
         path = output if output.endswith(".json") else os.path.join(output, "results.json")
+        absent = None
         try:
             with open(path) as file:
                 results = json.load(file)
         except FileNotFoundError as error:
-            results = {}  # no leg has finished yet: there may be some in progress
-            if not in_progress(os.path.dirname(path), ()):
-                raise SystemExit(f"{path}: not a results.json of cifar_peer.py ({error}), and no "
-                                 "run of ours in progress beside it")  # fmt: skip
+            results, absent = {}, error  # no leg has finished yet: there may be some in progress
         except (OSError, ValueError) as error:
             raise SystemExit(f"{path}: not a results.json of cifar_peer.py ({error})")
         found = {f"{name} {leg}": {kind: {int(step): value for step, value in curve.items()}
                                    for kind, curve in curves.items() if kind != "seconds"}
                  for name, entry in sorted(results.items()) for leg, curves in sorted(entry.items())}
         found.update(in_progress(os.path.dirname(path), found))
+        if absent and not found:
+            raise SystemExit(f"{path}: not a results.json of cifar_peer.py ({absent}), and no "
+                             "run of ours in progress beside it")  # fmt: skip
         for run, curves in found.items():  # the same run in two outputs: both, told apart
             runs[run if run not in runs else f"{run} [{output}]"] = curves
     return runs
@@ -69,17 +70,18 @@ def in_progress(output, recorded):
     "<name> ours (unfinished: step N)" unless the trainer's result.json says it ran every
     step. So a run of hours can be reported, and its partial results committed, while it runs.
     (The PyTorch leg's progress is in its own checkpoint, peer.pt: reported when it ends.)"""
-    from keras_resnet import plot  # the figures' reader of TensorBoard events
+    from cifar_peer import top1_curves  # what results.json would hold, read the same way
+    from keras_resnet import plot  # the figures' reader of run folders
 
     runs = {}
     for name in sorted(os.listdir(output)) if os.path.isdir(output) else ():
         folder = os.path.join(output, name, "ours")
-        run = plot.describe_run(folder) if os.path.isdir(folder) else None
-        if f"{name} ours" in recorded or run is None:
+        if f"{name} ours" in recorded or not os.path.isdir(folder):
             continue
-        curves = {kind: {step: 100 * value for step, value in
-                         plot.read_scalars(os.path.join(folder, split)).get("top1_error", [])}
-                  for kind, split in (("train", "train"), ("eval", run["eval_split"]))}  # fmt: skip
+        run = plot.read_run(folder)
+        if run is None:
+            continue
+        curves = top1_curves(run)
         last = max(curves["train"], default=0)
         runs[f"{name} ours" + ("" if run["finished"] else f" (unfinished: step {last:,})")] = curves
     return runs

@@ -135,16 +135,20 @@ def find_runs(*paths):
     return dict(zip(names, found))
 
 
-def read_experiment(*paths):
-    """{run name: {"train": scalars, "eval": scalars, **describe_run(folder)}} per run."""
-    experiment = {}
-    for name, folder in find_runs(*paths).items():
-        run = describe_run(folder)
+def read_run(folder):
+    """{"train": scalars, "eval": scalars, **describe_run(folder)} of a run folder (a split
+    without events yet has none), or None if it is none."""
+    run = describe_run(folder)
+    if run is not None:
         for key, split in (("train", "train"), ("eval", run["eval_split"])):
             event_dir = os.path.join(folder, split)
             run[key] = read_scalars(event_dir) if os.path.isdir(event_dir) else {}
-        experiment[name] = run
-    return experiment
+    return run
+
+
+def read_experiment(*paths):
+    """{run name: read_run(folder)} per run."""
+    return {name: read_run(folder) for name, folder in find_runs(*paths).items()}
 
 
 def _split_label(experiment):

@@ -63,6 +63,7 @@ def test_pretrained_preprocess_input_is_deprecated_and_still_normalises():
         timm = pretrained.preprocess_input(x, pretrained.TIMM_PREACT_MEAN, pretrained.TIMM_PREACT_STD)
     np.testing.assert_allclose(timm.numpy(), x / 127.5 - 1, atol=1e-6)
 
+
 def test_preprocess_input_tensor_channels_first_and_tf_mode():
     from keras import ops
 

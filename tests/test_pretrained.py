@@ -183,7 +183,6 @@ def test_preprocessing_constants_are_torchvision_on_the_0_255_scale():
     np.testing.assert_allclose(keras_resnet.preprocess_input(x), expected, atol=1e-5)
 
 
-
 def test_bottleneck_file_builds_the_stride_on_the_3x3(tmp_path):
     path = save_safetensors(torchvision_state(50, classes=10), tmp_path / "r50.safetensors")
     model = keras_resnet.ResNet50(input_shape=SMALL, classes=10, weights=path)
